@@ -1,0 +1,43 @@
+//! nfcompile: load-balanced services → a scalable nftables ruleset.
+//!
+//! ```text
+//!  Kubernetes objects ─┐
+//!  native YAML/JSON ───┼─> ir::Cluster ─> validate ─> lower ─> optimize ─> model::Ruleset
+//!  Rust builders ──────┘                  (all errors)  (layout)  (passes)      │
+//!                                                                              ├─> emit::text  (nft -f)
+//!                                                                              └─> emit::json_string
+//! ```
+//!
+//! Every stage is a separate module with one entry point; backends read only the model.
+//! The layout of the generated ruleset, and why it scales, is documented in [`lower`].
+
+pub mod emit;
+pub mod error;
+pub mod front;
+pub mod ir;
+pub mod lower;
+pub mod model;
+pub mod optimize;
+pub mod validate;
+
+pub use error::{CompileError, FieldError, InputError, Invalid};
+
+/// Validate, lower and optimize: the whole middle of the pipeline.
+pub fn compile(cluster: &ir::Cluster) -> Result<model::Ruleset, CompileError> {
+    let validated = validate::validate(cluster)?;
+    let mut ruleset = lower::lower(validated);
+    optimize::run(&mut ruleset);
+    Ok(ruleset)
+}
+
+/// Read inputs (Kubernetes or native) and compile them; warnings are returned, not printed.
+pub fn compile_sources(
+    sources: &[front::Source],
+    node: Option<&str>,
+) -> Result<(model::Ruleset, Vec<String>), InputError> {
+    let (cluster, warnings) = front::load(sources, node)?;
+    let ruleset = compile(&cluster).map_err(|e| match e {
+        CompileError::Invalid(inv) => InputError::Invalid(inv),
+    })?;
+    Ok((ruleset, warnings))
+}

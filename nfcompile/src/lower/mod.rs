@@ -1,0 +1,1244 @@
+//! Lowering: validated IR → nftables model, one table per IP family.
+//!
+//! # The layout, and why
+//!
+//! In nf_tables every rule that references a set is resolved by a linear walk over the table's
+//! sets, and a map pays for every rule bound to it (see `shared/notes/kernel-facts.md`). So the
+//! number of sets and maps here is fixed, each is referenced by a number of rules that does not
+//! grow with services, and nothing is per service except map elements:
+//!
+//! ```text
+//!  nat-prerouting / nat-output (dstnat)
+//!    └─ jump services
+//!         ├─ firewall: daddr.proto.dport @firewall-services, not in @firewall-allow → drop
+//!         ├─ daddr . l4proto . dport  vmap @service-ips ───────┐   (cluster/external/LB IPs)
+//!         ├─ nodeport address: l4proto . dport vmap @service-nodeports ─┤
+//!         ├─ daddr @cluster-ips → reject     (a port that is not a service port)
+//!         └─ daddr @service-cidrs → drop     (an address no service holds)
+//!                                                               ▼
+//!   behaviour chains, shared by every frontend that behaves alike, e.g. `cluster-ip-masq-offcluster-3`:
+//!         [off-cluster source → mark]  [affinity: dnat from @affinity]  goto endpoints-3
+//!                                                               ▼
+//!   selection chains, one per (key kind, list, endpoint count):
+//!     endpoints-3:  dnat to daddr . l4proto . dport . numgen random mod 3 map @endpoints
+//!     local-endpoints-2: … numgen random mod 2 offset 32768 map @endpoints
+//!     nodeport-endpoints-3: dnat to l4proto . dport . numgen random mod 3 map @nodeport-endpoints
+//!
+//!  nat-postrouting (srcnat) → [affinity-update] → masquerading:
+//!         hairpin (pod reaching itself: saddr . daddr @hairpin) → mark
+//!         mark bit clear → return; clear the bit; masquerade fully-random
+//! ```
+//!
+//! Per packet this is a constant number of hash lookups. Per load it is one element per
+//! frontend in a dispatch map plus one per (frontend, endpoint) in an endpoint map; chains
+//! number a few per distinct endpoint count. Endpoints of a frontend occupy slots `0..N` of
+//! its key (`N` = the cluster-wide list) and `32768..32768+M` (this node's endpoints, for
+//! `Local` traffic policies) — unless both lists are equal, when `Local` reuses the first.
+//! No endpoints at all: the dispatch element is `goto reject-chain` (the client is refused at
+//! once); `Local` policies with no local endpoint drop.
+
+pub mod endpoints;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use crate::ir::{
+    Cluster, DetectLocal, Family, NodePortAddresses, Protocol, Service, TrafficPolicy,
+};
+use crate::model::*;
+use crate::validate::{Validated, MAX_ENDPOINTS};
+use endpoints::{Target, Targets};
+
+/// The table every backend owns; nothing outside it is ever touched.
+pub const TABLE: &str = "nfcompile";
+/// First slot of the node-local endpoint list of a frontend.
+pub const LOCAL_SLOT_OFFSET: u32 = MAX_ENDPOINTS as u32;
+/// Capacity of the dynamic session-affinity map.
+pub const AFFINITY_MAP_SIZE: u32 = 1 << 20;
+
+/// Names of the fixed sets, maps and chains, shared with the backends that read them back.
+pub mod names {
+    pub const SERVICE_IPS: &str = "service-ips";
+    pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+    pub const ENDPOINTS: &str = "endpoints";
+    pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
+    pub const CLUSTER_IPS: &str = "cluster-ips";
+    pub const SERVICE_CIDRS: &str = "service-cidrs";
+    pub const NODEPORT_IPS: &str = "nodeport-ips";
+    pub const FIREWALL_SERVICES: &str = "firewall-services";
+    pub const FIREWALL_ALLOW: &str = "firewall-allow";
+    pub const HAIRPIN: &str = "hairpin";
+    pub const AFFINITY: &str = "affinity";
+    pub const AFFINITY_SERVICES: &str = "affinity-services";
+    pub const AFFINITY_NODEPORTS: &str = "affinity-nodeports";
+    pub const SERVICES_CHAIN: &str = "services";
+    pub const MASQUERADING_CHAIN: &str = "masquerading";
+    pub const AFFINITY_UPDATE_CHAIN: &str = "affinity-update";
+    pub const REJECT_CHAIN: &str = "reject-chain";
+}
+
+/// Lower a validated cluster into one table per IP family in use.
+pub fn lower(validated: Validated<'_>) -> Ruleset {
+    let cluster = validated.cluster();
+    let mut services: Vec<&Service> = cluster.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let tables = families_in_use(cluster)
+        .into_iter()
+        .map(|family| FamilyLowering::new(cluster, family).run(&services))
+        .collect();
+    Ruleset { tables }
+}
+
+/// Families with a node address, a service or a configured range; IPv4 if there is none.
+fn families_in_use(cluster: &Cluster) -> Vec<Family> {
+    let mut families = BTreeSet::new();
+    families.extend(cluster.node.addresses.iter().map(Family::of));
+    for svc in &cluster.services {
+        families.extend(svc.cluster_ips.iter().map(Family::of));
+    }
+    families.extend(cluster.config.cluster_cidrs.iter().map(Family::of_net));
+    families.extend(cluster.config.service_cidrs.iter().map(Family::of_net));
+    if families.is_empty() {
+        families.insert(Family::Ipv4);
+    }
+    families.into_iter().collect()
+}
+
+/// How a frontend is addressed, which decides the key of its maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Keyed {
+    /// `daddr . l4proto . dport`: cluster, external and load-balancer IPs.
+    Addr,
+    /// `l4proto . dport` on a node-port address.
+    NodePort,
+}
+
+/// Which of a frontend's endpoint lists a selection uses, and how long it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct List {
+    local: bool,
+    len: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Masq {
+    No,
+    /// Traffic not from a pod (kube-proxy's "off-cluster" masquerade for cluster IPs).
+    OffCluster,
+    Always,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Route {
+    Select(List),
+    /// `externalTrafficPolicy: Local`: pods and the node itself use the cluster list (the node
+    /// masqueraded), external clients only local endpoints — or are dropped without one.
+    LocalPolicy {
+        cluster: List,
+        local: Option<List>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Role {
+    ClusterIp,
+    External,
+    NodePort,
+}
+
+/// Everything a behaviour chain depends on; equal specs share one chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Behaviour {
+    role: Role,
+    masq: Masq,
+    affinity: bool,
+    route: Route,
+}
+
+impl Behaviour {
+    fn keyed(&self) -> Keyed {
+        match self.role {
+            Role::NodePort => Keyed::NodePort,
+            _ => Keyed::Addr,
+        }
+    }
+
+    fn chain_name(&self) -> String {
+        let mut name = String::from(match self.role {
+            Role::ClusterIp => "cluster-ip",
+            Role::External => "external",
+            Role::NodePort => "nodeport",
+        });
+        match self.masq {
+            Masq::No => {}
+            Masq::OffCluster => name.push_str("-masq-offcluster"),
+            Masq::Always => name.push_str("-masq"),
+        }
+        if self.affinity {
+            name.push_str("-affinity");
+        }
+        match self.route {
+            Route::Select(list) => name.push_str(&format!("-{}", list_token(list))),
+            Route::LocalPolicy { cluster, local } => {
+                name.push_str(&format!("-local-{}", list_token(cluster)));
+                match local {
+                    Some(l) => name.push_str(&format!("-{}", list_token(l))),
+                    None => name.push_str("-none"),
+                }
+            }
+        }
+        name
+    }
+}
+
+fn list_token(list: List) -> String {
+    if list.local {
+        format!("l{}", list.len)
+    } else {
+        list.len.to_string()
+    }
+}
+
+fn selection_chain_name(keyed: Keyed, list: List) -> String {
+    format!(
+        "{}{}endpoints-{}",
+        if keyed == Keyed::NodePort {
+            "nodeport-"
+        } else {
+            ""
+        },
+        if list.local { "local-" } else { "" },
+        list.len
+    )
+}
+
+/// Where node ports are accepted in this family.
+enum NodePortDest {
+    None,
+    Addresses(Vec<IpAddr>),
+    /// Any local address but loopback (`nodePortAddresses` covering the whole family).
+    AnyLocal,
+}
+
+struct FamilyLowering<'a> {
+    cluster: &'a Cluster,
+    family: Family,
+    mark: u32,
+    /// Matches a packet from a pod; `None` when this family has no way to tell.
+    from_pod: Option<Match>,
+    node_port_dest: NodePortDest,
+    behaviours: BTreeMap<String, Behaviour>,
+    service_ips: Vec<Element>,
+    service_nodeports: Vec<Element>,
+    endpoints: Vec<Element>,
+    nodeport_endpoints: Vec<Element>,
+    cluster_ips: BTreeSet<IpAddr>,
+    firewall_services: Vec<Element>,
+    firewall_allow: Vec<Element>,
+    hairpin: BTreeSet<IpAddr>,
+    affinity_services: Vec<Element>,
+    affinity_nodeports: Vec<Element>,
+    affinity_timeouts: BTreeSet<u32>,
+    protocols: BTreeSet<Protocol>,
+}
+
+impl<'a> FamilyLowering<'a> {
+    fn new(cluster: &'a Cluster, family: Family) -> Self {
+        FamilyLowering {
+            cluster,
+            family,
+            mark: 1u32 << cluster.config.masquerade_bit,
+            from_pod: from_pod_match(cluster, family),
+            node_port_dest: node_port_dest(cluster, family),
+            behaviours: BTreeMap::new(),
+            service_ips: Vec::new(),
+            service_nodeports: Vec::new(),
+            endpoints: Vec::new(),
+            nodeport_endpoints: Vec::new(),
+            cluster_ips: BTreeSet::new(),
+            firewall_services: Vec::new(),
+            firewall_allow: Vec::new(),
+            hairpin: BTreeSet::new(),
+            affinity_services: Vec::new(),
+            affinity_nodeports: Vec::new(),
+            affinity_timeouts: BTreeSet::new(),
+            protocols: BTreeSet::new(),
+        }
+    }
+
+    fn run(mut self, services: &[&Service]) -> Table {
+        for svc in services {
+            self.service(svc);
+        }
+        self.finish()
+    }
+
+    fn service(&mut self, svc: &Service) {
+        let family = self.family;
+        let Some(&cluster_ip) = svc.cluster_ips.iter().find(|ip| Family::of(ip) == family) else {
+            return;
+        };
+        self.cluster_ips.insert(cluster_ip);
+        let mut external_ips: Vec<IpAddr> = svc
+            .external_ips
+            .iter()
+            .chain(&svc.load_balancer_ips)
+            .filter(|ip| Family::of(ip) == family)
+            .copied()
+            .collect();
+        external_ips.sort();
+        external_ips.dedup();
+        let ranges: Vec<IpNetwork> = svc
+            .load_balancer_source_ranges
+            .iter()
+            .filter(|r| Family::of_net(r) == family)
+            .copied()
+            .collect();
+
+        for port in &svc.ports {
+            let proto = port.protocol;
+            let service_port = port.port as u16;
+            let targets = endpoints::choose(svc, port, family, &self.cluster.node);
+            let comment = if port.name.is_empty() {
+                format!("{}/{}", svc.namespace, svc.name)
+            } else {
+                format!("{}/{}:{}", svc.namespace, svc.name, port.name)
+            };
+            self.protocols.insert(proto);
+            self.hairpin.extend(
+                targets
+                    .cluster
+                    .iter()
+                    .chain(&targets.local)
+                    .filter(|t| t.local)
+                    .map(|t| t.addr),
+            );
+
+            // Cluster IP: internal traffic policy.
+            let internal = match svc.internal_traffic_policy {
+                TrafficPolicy::Local if targets.local != targets.cluster => {
+                    non_empty(&targets.local, true).map(Route::Select)
+                }
+                _ => non_empty(&targets.cluster, false).map(Route::Select),
+            };
+            let masq = if self.cluster.config.masquerade_all {
+                Masq::Always
+            } else if self.from_pod.is_some() {
+                Masq::OffCluster
+            } else {
+                Masq::No
+            };
+            let key = addr_key(cluster_ip, proto, service_port);
+            let verdict = self.frontend(svc, &targets, Role::ClusterIp, masq, internal, &key);
+            self.service_ips.push(element(
+                key,
+                Some(ElementData::Verdict(verdict)),
+                Some(&comment),
+            ));
+
+            // External IPs and load-balancer IPs: external traffic policy.
+            let external_route = self.external_route(svc, &targets);
+            for &ip in &external_ips {
+                let key = addr_key(ip, proto, service_port);
+                let verdict = self.frontend(
+                    svc,
+                    &targets,
+                    Role::External,
+                    Masq::Always,
+                    external_route,
+                    &key,
+                );
+                self.service_ips.push(element(
+                    key.clone(),
+                    Some(ElementData::Verdict(verdict)),
+                    Some(&format!("{comment} external")),
+                ));
+                if !ranges.is_empty() && svc.load_balancer_ips.contains(&ip) {
+                    self.firewall(&key, &ranges);
+                }
+            }
+
+            // Node port.
+            if let (Some(node_port), false) = (
+                port.node_port,
+                matches!(self.node_port_dest, NodePortDest::None),
+            ) {
+                let key = vec![Value::Proto(proto), Value::Port(node_port as u16)];
+                let verdict = self.frontend(
+                    svc,
+                    &targets,
+                    Role::NodePort,
+                    Masq::Always,
+                    external_route,
+                    &key,
+                );
+                self.service_nodeports.push(element(
+                    key,
+                    Some(ElementData::Verdict(verdict)),
+                    Some(&format!("{comment} nodeport")),
+                ));
+            }
+        }
+    }
+
+    fn external_route(&self, svc: &Service, targets: &Targets) -> Option<Route> {
+        match svc.external_traffic_policy {
+            TrafficPolicy::Cluster => non_empty(&targets.cluster, false).map(Route::Select),
+            TrafficPolicy::Local => {
+                let cluster = non_empty(&targets.cluster, false)?;
+                let local = if targets.local == targets.cluster {
+                    Some(cluster) // same endpoints: share the cluster slots
+                } else {
+                    non_empty(&targets.local, true)
+                };
+                Some(Route::LocalPolicy { cluster, local })
+            }
+        }
+    }
+
+    /// Emit what one frontend needs and return the verdict its dispatch element carries.
+    fn frontend(
+        &mut self,
+        svc: &Service,
+        targets: &Targets,
+        role: Role,
+        masq: Masq,
+        route: Option<Route>,
+        key: &[Value],
+    ) -> Verdict {
+        let Some(route) = route else {
+            return if targets.any {
+                Verdict::Drop // a Local policy without a local endpoint
+            } else {
+                Verdict::Goto(names::REJECT_CHAIN.to_string())
+            };
+        };
+        let masq = match route {
+            Route::LocalPolicy { .. } => Masq::No, // sources are preserved; see the chain
+            Route::Select(_) => masq,
+        };
+        // With one endpoint per list, affinity cannot change the choice: skip its cost.
+        let longest = match route {
+            Route::Select(l) => l.len,
+            Route::LocalPolicy { cluster, local } => cluster.len.max(local.map_or(0, |l| l.len)),
+        };
+        let affinity = svc.session_affinity_timeout.is_some() && longest > 1;
+        let behaviour = Behaviour {
+            role,
+            masq,
+            affinity,
+            route,
+        };
+        let keyed = behaviour.keyed();
+        let map = match keyed {
+            Keyed::Addr => &mut self.endpoints,
+            Keyed::NodePort => &mut self.nodeport_endpoints,
+        };
+        let mut lists: Vec<List> = match route {
+            Route::Select(l) => vec![l],
+            Route::LocalPolicy { cluster, local } => {
+                std::iter::once(cluster).chain(local).collect()
+            }
+        };
+        lists.dedup(); // a Local list equal to the cluster list shares its slots
+        for l in lists {
+            let (offset, list) = if l.local {
+                (LOCAL_SLOT_OFFSET, &targets.local)
+            } else {
+                (0, &targets.cluster)
+            };
+            for (slot, target) in list.iter().enumerate() {
+                let mut k = key.to_vec();
+                k.push(Value::Integer(offset + slot as u32));
+                map.push(element(k, Some(target_data(target)), None));
+            }
+        }
+        if affinity {
+            let timeout = svc.session_affinity_timeout.unwrap_or_default() as u32;
+            self.affinity_timeouts.insert(timeout);
+            let el = element(
+                key.to_vec(),
+                Some(ElementData::Verdict(Verdict::Goto(affinity_chain_name(
+                    timeout,
+                )))),
+                None,
+            );
+            match keyed {
+                Keyed::Addr => self.affinity_services.push(el),
+                Keyed::NodePort => self.affinity_nodeports.push(el),
+            }
+        }
+        let name = behaviour.chain_name();
+        self.behaviours.entry(name.clone()).or_insert(behaviour);
+        Verdict::Goto(name)
+    }
+
+    fn firewall(&mut self, key: &[Value], ranges: &[IpNetwork]) {
+        self.firewall_services
+            .push(element(key.to_vec(), None, None));
+        let mut allowed: Vec<IpNetwork> = ranges.to_vec();
+        // A range holding a node address lets the node itself reach the load balancer too.
+        let node_ips: Vec<IpAddr> = self
+            .cluster
+            .node
+            .addresses
+            .iter()
+            .filter(|a| Family::of(a) == self.family)
+            .copied()
+            .collect();
+        if node_ips
+            .iter()
+            .any(|ip| ranges.iter().any(|r| r.contains(*ip)))
+        {
+            allowed.extend(node_ips.iter().map(|ip| IpNetwork::from(*ip)));
+        }
+        for range in allowed {
+            let mut k = key.to_vec();
+            k.push(Value::Prefix(range));
+            self.firewall_allow.push(element(k, None, None));
+        }
+    }
+
+    fn behaviour_chain(&self, name: &str, b: &Behaviour) -> Chain {
+        let mut rules = Vec::new();
+        let mark = self.mark;
+        match b.masq {
+            Masq::No => {}
+            Masq::Always => rules.push(rule(vec![], vec![Statement::MarkOr(mark)], None)),
+            Masq::OffCluster => {
+                let from_pod = self
+                    .from_pod
+                    .clone()
+                    .expect("OffCluster needs a pod detector");
+                rules.push(rule(
+                    vec![negate(from_pod)],
+                    vec![Statement::MarkOr(mark)],
+                    Some("masquerade traffic from outside the cluster"),
+                ));
+            }
+        }
+        let keyed = b.keyed();
+        if b.affinity {
+            let f = self.family;
+            rules.push(rule(
+                vec![],
+                vec![Statement::DnatMap {
+                    key: vec![Expr::Saddr(f), Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
+                    map: names::AFFINITY.to_string(),
+                }],
+                Some("session affinity"),
+            ));
+        }
+        let goto =
+            |list: List| Statement::Verdict(Verdict::Goto(selection_chain_name(keyed, list)));
+        match b.route {
+            Route::Select(list) => rules.push(rule(vec![], vec![goto(list)], None)),
+            Route::LocalPolicy { cluster, local } => {
+                if let Some(from_pod) = &self.from_pod {
+                    rules.push(rule(
+                        vec![from_pod.clone()],
+                        vec![goto(cluster)],
+                        Some("pod traffic short-circuits to all endpoints"),
+                    ));
+                }
+                let from_node = Match::FibLocal {
+                    side: AddrSide::Source,
+                    negate: false,
+                };
+                rules.push(rule(
+                    vec![from_node.clone()],
+                    vec![Statement::MarkOr(mark)],
+                    Some("masquerade traffic from this node"),
+                ));
+                rules.push(rule(vec![from_node], vec![goto(cluster)], None));
+                match local {
+                    Some(list) => rules.push(rule(vec![], vec![goto(list)], None)),
+                    None => rules.push(rule(
+                        vec![],
+                        vec![Statement::Verdict(Verdict::Drop)],
+                        Some("no local endpoints"),
+                    )),
+                }
+            }
+        }
+        Chain {
+            name: name.to_string(),
+            base: None,
+            comment: None,
+            rules,
+        }
+    }
+
+    fn selection_chains(&self) -> Vec<Chain> {
+        let mut wanted = BTreeSet::new();
+        for b in self.behaviours.values() {
+            match b.route {
+                Route::Select(l) => {
+                    wanted.insert((b.keyed(), l));
+                }
+                Route::LocalPolicy { cluster, local } => {
+                    wanted.insert((b.keyed(), cluster));
+                    if let Some(l) = local {
+                        wanted.insert((b.keyed(), l));
+                    }
+                }
+            }
+        }
+        let f = self.family;
+        wanted
+            .into_iter()
+            .map(|(keyed, list)| {
+                let mut key = match keyed {
+                    Keyed::Addr => vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
+                    Keyed::NodePort => vec![Expr::L4Proto, Expr::Dport],
+                };
+                key.push(Expr::NumgenRandom {
+                    modulus: list.len as u32,
+                    offset: if list.local { LOCAL_SLOT_OFFSET } else { 0 },
+                });
+                let map = match keyed {
+                    Keyed::Addr => names::ENDPOINTS,
+                    Keyed::NodePort => names::NODEPORT_ENDPOINTS,
+                };
+                Chain {
+                    name: selection_chain_name(keyed, list),
+                    base: None,
+                    comment: None,
+                    rules: vec![rule(
+                        vec![],
+                        vec![Statement::DnatMap {
+                            key,
+                            map: map.to_string(),
+                        }],
+                        None,
+                    )],
+                }
+            })
+            .collect()
+    }
+
+    fn finish(self) -> Table {
+        let f = self.family;
+        let addr = FieldType::addr(f);
+        let mut sets = Vec::new();
+        let mut chains = Vec::new();
+        let base = |name: &str, kind, hook, priority, rules| Chain {
+            name: name.to_string(),
+            base: Some(BaseChain {
+                kind,
+                hook,
+                priority,
+            }),
+            comment: None,
+            rules,
+        };
+        let jump = |c: &str| {
+            rule(
+                vec![],
+                vec![Statement::Verdict(Verdict::Jump(c.to_string()))],
+                None,
+            )
+        };
+        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
+        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
+        let endpoint_data = SetData::Fields(vec![addr, FieldType::InetService]);
+        let has_affinity = !self.affinity_timeouts.is_empty();
+        let needs_reject = !self.cluster_ips.is_empty()
+            || self.service_ips.iter().chain(&self.service_nodeports).any(|e| {
+                matches!(&e.data, Some(ElementData::Verdict(Verdict::Goto(c))) if c == names::REJECT_CHAIN)
+            });
+        let behaviour_chains: Vec<Chain> = self
+            .behaviours
+            .iter()
+            .map(|(name, b)| self.behaviour_chain(name, b))
+            .collect();
+        let selection_chains = self.selection_chains();
+        let affinity_chains = if has_affinity {
+            self.affinity_chains()
+        } else {
+            Vec::new()
+        };
+
+        // nat hooks
+        chains.push(base(
+            "nat-prerouting",
+            ChainType::Nat,
+            Hook::Prerouting,
+            -100,
+            vec![jump(names::SERVICES_CHAIN)],
+        ));
+        chains.push(base(
+            "nat-output",
+            ChainType::Nat,
+            Hook::Output,
+            -100,
+            vec![jump(names::SERVICES_CHAIN)],
+        ));
+        let mut post = Vec::new();
+        if has_affinity {
+            post.push(jump(names::AFFINITY_UPDATE_CHAIN));
+            chains.push(base(
+                "nat-input",
+                ChainType::Nat,
+                Hook::Input,
+                100,
+                vec![jump(names::AFFINITY_UPDATE_CHAIN)],
+            ));
+        }
+        post.push(jump(names::MASQUERADING_CHAIN));
+        chains.push(base(
+            "nat-postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            100,
+            post,
+        ));
+
+        // services: the dispatch
+        let mut services = Vec::new();
+        let dispatch_key = vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport];
+        if !self.firewall_services.is_empty() {
+            let mut allow_key = dispatch_key.clone();
+            allow_key.push(Expr::Saddr(f));
+            services.push(rule(
+                vec![
+                    Match::Lookup {
+                        key: dispatch_key.clone(),
+                        set: SetRef::Named(names::FIREWALL_SERVICES.into()),
+                        negate: false,
+                    },
+                    Match::Lookup {
+                        key: allow_key,
+                        set: SetRef::Named(names::FIREWALL_ALLOW.into()),
+                        negate: true,
+                    },
+                ],
+                vec![Statement::Verdict(Verdict::Drop)],
+                Some("source not in loadBalancerSourceRanges"),
+            ));
+            sets.push(set(
+                names::FIREWALL_SERVICES,
+                addr_key_types.clone(),
+                None,
+                self.firewall_services,
+                "load-balancer frontends with source ranges",
+            ));
+            let mut allow_types = addr_key_types.clone();
+            allow_types.push(addr);
+            let mut allow = set(
+                names::FIREWALL_ALLOW,
+                allow_types,
+                None,
+                self.firewall_allow,
+                "allowed sources per load-balancer frontend",
+            );
+            allow.flags = SetFlags::INTERVAL;
+            sets.push(allow);
+        }
+        services.push(rule(
+            vec![],
+            vec![Statement::VerdictMap {
+                key: dispatch_key,
+                map: names::SERVICE_IPS.into(),
+            }],
+            None,
+        ));
+        sets.push(set(
+            names::SERVICE_IPS,
+            addr_key_types.clone(),
+            Some(SetData::Verdict),
+            self.service_ips,
+            "service frontends: cluster, external and load-balancer IPs",
+        ));
+        let np_match = match &self.node_port_dest {
+            NodePortDest::None => None,
+            NodePortDest::Addresses(ips) => {
+                sets.push(set(
+                    names::NODEPORT_IPS,
+                    vec![addr],
+                    None,
+                    ips.iter()
+                        .map(|ip| element(vec![Value::Addr(*ip)], None, None))
+                        .collect(),
+                    "addresses that accept node ports",
+                ));
+                Some(vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::NODEPORT_IPS.into()),
+                    negate: false,
+                }])
+            }
+            NodePortDest::AnyLocal => Some(vec![
+                Match::FibLocal {
+                    side: AddrSide::Destination,
+                    negate: false,
+                },
+                Match::Cmp {
+                    expr: Expr::Daddr(f),
+                    value: Value::Prefix(loopback(f)),
+                    negate: true,
+                },
+            ]),
+        };
+        if let Some(matches) = np_match {
+            services.push(rule(
+                matches,
+                vec![Statement::VerdictMap {
+                    key: vec![Expr::L4Proto, Expr::Dport],
+                    map: names::SERVICE_NODEPORTS.into(),
+                }],
+                None,
+            ));
+            sets.push(set(
+                names::SERVICE_NODEPORTS,
+                port_key_types.clone(),
+                Some(SetData::Verdict),
+                self.service_nodeports,
+                "node ports",
+            ));
+        }
+        if !self.cluster_ips.is_empty() {
+            services.push(rule(
+                vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::CLUSTER_IPS.into()),
+                    negate: false,
+                }],
+                vec![Statement::Verdict(Verdict::Goto(
+                    names::REJECT_CHAIN.into(),
+                ))],
+                Some("not a port of this cluster IP"),
+            ));
+            sets.push(set(
+                names::CLUSTER_IPS,
+                vec![addr],
+                None,
+                self.cluster_ips
+                    .iter()
+                    .map(|ip| element(vec![Value::Addr(*ip)], None, None))
+                    .collect(),
+                "allocated cluster IPs",
+            ));
+        }
+        let service_cidrs: Vec<IpNetwork> = self
+            .cluster
+            .config
+            .service_cidrs
+            .iter()
+            .filter(|c| Family::of_net(c) == f)
+            .copied()
+            .collect();
+        if !service_cidrs.is_empty() {
+            services.push(rule(
+                vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::SERVICE_CIDRS.into()),
+                    negate: false,
+                }],
+                vec![Statement::Verdict(Verdict::Drop)],
+                Some("unallocated cluster IP"),
+            ));
+            let mut cidrs = set(
+                names::SERVICE_CIDRS,
+                vec![addr],
+                None,
+                service_cidrs
+                    .iter()
+                    .map(|c| element(vec![Value::Prefix(*c)], None, None))
+                    .collect(),
+                "service CIDRs",
+            );
+            cidrs.flags = SetFlags::INTERVAL;
+            sets.push(cidrs);
+        }
+        chains.push(Chain {
+            name: names::SERVICES_CHAIN.into(),
+            base: None,
+            comment: None,
+            rules: services,
+        });
+
+        // masquerading
+        let mut masq = Vec::new();
+        if !self.hairpin.is_empty() {
+            masq.push(rule(
+                vec![
+                    Match::CtStatusDnat,
+                    Match::Lookup {
+                        key: vec![Expr::Saddr(f), Expr::Daddr(f)],
+                        set: SetRef::Named(names::HAIRPIN.into()),
+                        negate: false,
+                    },
+                ],
+                vec![Statement::MarkOr(self.mark)],
+                Some("hairpin: a pod reaching itself through a service"),
+            ));
+            sets.push(set(
+                names::HAIRPIN,
+                vec![addr, addr],
+                None,
+                self.hairpin
+                    .iter()
+                    .map(|ip| element(vec![Value::Addr(*ip), Value::Addr(*ip)], None, None))
+                    .collect(),
+                "local endpoints, as source . destination",
+            ));
+        }
+        masq.push(rule(
+            vec![Match::MarkBitClear {
+                mask: self.mark,
+                negate: false,
+            }],
+            vec![Statement::Verdict(Verdict::Return)],
+            None,
+        ));
+        masq.push(rule(vec![], vec![Statement::MarkXor(self.mark)], None));
+        masq.push(rule(
+            vec![],
+            vec![Statement::Masquerade { fully_random: true }],
+            None,
+        ));
+        chains.push(Chain {
+            name: names::MASQUERADING_CHAIN.into(),
+            base: None,
+            comment: None,
+            rules: masq,
+        });
+
+        // session affinity
+        if has_affinity {
+            chains.extend(affinity_chains);
+            let mut aff = set(
+                names::AFFINITY,
+                vec![addr, addr, FieldType::InetProto, FieldType::InetService],
+                Some(endpoint_data.clone()),
+                Vec::new(),
+                "client . frontend → the endpoint it was sent to",
+            );
+            aff.flags = SetFlags::DYNAMIC | SetFlags::TIMEOUT;
+            aff.timeout = self.affinity_timeouts.iter().max().copied();
+            aff.size = Some(AFFINITY_MAP_SIZE);
+            sets.push(aff);
+            if !self.affinity_services.is_empty() {
+                sets.push(set(
+                    names::AFFINITY_SERVICES,
+                    addr_key_types.clone(),
+                    Some(SetData::Verdict),
+                    self.affinity_services,
+                    "frontends with session affinity",
+                ));
+            }
+            if !self.affinity_nodeports.is_empty() {
+                sets.push(set(
+                    names::AFFINITY_NODEPORTS,
+                    port_key_types.clone(),
+                    Some(SetData::Verdict),
+                    self.affinity_nodeports,
+                    "node ports with session affinity",
+                ));
+            }
+        }
+
+        // behaviour and selection chains
+        chains.extend(behaviour_chains);
+        chains.extend(selection_chains);
+        if needs_reject {
+            chains.push(Chain {
+                name: names::REJECT_CHAIN.into(),
+                base: None,
+                comment: None,
+                rules: vec![rule(vec![], vec![Statement::Reject], None)],
+            });
+        }
+
+        let mut ep_key = addr_key_types;
+        ep_key.push(FieldType::Slot);
+        sets.push(set(
+            names::ENDPOINTS,
+            ep_key,
+            Some(endpoint_data.clone()),
+            self.endpoints,
+            "frontend . slot → endpoint",
+        ));
+        if !matches!(self.node_port_dest, NodePortDest::None) {
+            let mut np_key = port_key_types;
+            np_key.push(FieldType::Slot);
+            sets.push(set(
+                names::NODEPORT_ENDPOINTS,
+                np_key,
+                Some(endpoint_data),
+                self.nodeport_endpoints,
+                "node port . slot → endpoint",
+            ));
+        }
+
+        Table {
+            family: f,
+            name: TABLE.to_string(),
+            comment: Some(format!(
+                "service rules for node {}, generated by nfcompile; do not edit",
+                self.cluster.node.name
+            )),
+            sets,
+            chains,
+        }
+    }
+
+    /// Remember which endpoint a client was sent to, after DNAT has chosen it.
+    fn affinity_chains(&self) -> Vec<Chain> {
+        let f = self.family;
+        let proto_is = |p: Protocol| Match::Cmp {
+            expr: Expr::L4Proto,
+            value: Value::Proto(p),
+            negate: false,
+        };
+        let mut update = Vec::new();
+        for &p in &self.protocols {
+            if !self.affinity_services.is_empty() {
+                update.push(rule(
+                    vec![proto_is(p), Match::CtStatusDnat],
+                    vec![Statement::VerdictMap {
+                        key: vec![
+                            Expr::CtOriginalDaddr(f),
+                            Expr::L4Proto,
+                            Expr::CtOriginalDport,
+                        ],
+                        map: names::AFFINITY_SERVICES.into(),
+                    }],
+                    None,
+                ));
+            }
+            if !self.affinity_nodeports.is_empty() {
+                let mut matches = vec![proto_is(p), Match::CtStatusDnat];
+                if let NodePortDest::Addresses(_) = self.node_port_dest {
+                    matches.push(Match::Lookup {
+                        key: vec![Expr::CtOriginalDaddr(f)],
+                        set: SetRef::Named(names::NODEPORT_IPS.into()),
+                        negate: false,
+                    });
+                }
+                update.push(rule(
+                    matches,
+                    vec![Statement::VerdictMap {
+                        key: vec![Expr::L4Proto, Expr::CtOriginalDport],
+                        map: names::AFFINITY_NODEPORTS.into(),
+                    }],
+                    None,
+                ));
+            }
+        }
+        let mut chains = vec![Chain {
+            name: names::AFFINITY_UPDATE_CHAIN.into(),
+            base: None,
+            comment: None,
+            rules: update,
+        }];
+        for &timeout in &self.affinity_timeouts {
+            let rules = self
+                .protocols
+                .iter()
+                .map(|&p| {
+                    rule(
+                        vec![proto_is(p)],
+                        vec![Statement::UpdateMap {
+                            set: names::AFFINITY.into(),
+                            key: vec![
+                                Expr::Saddr(f),
+                                Expr::CtOriginalDaddr(f),
+                                Expr::L4Proto,
+                                Expr::CtOriginalDport,
+                            ],
+                            data: vec![Expr::Daddr(f), Expr::Dport],
+                            timeout,
+                        }],
+                        None,
+                    )
+                })
+                .collect();
+            chains.push(Chain {
+                name: affinity_chain_name(timeout),
+                base: None,
+                comment: None,
+                rules,
+            });
+        }
+        chains
+    }
+}
+
+fn affinity_chain_name(timeout: u32) -> String {
+    format!("affinity-{timeout}s")
+}
+
+/// `local` says which slots hold the list (it may hold cluster endpoints that are all local).
+fn non_empty(list: &[Target], local: bool) -> Option<List> {
+    (!list.is_empty()).then_some(List {
+        local,
+        len: list.len(),
+    })
+}
+
+fn addr_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<Value> {
+    vec![Value::Addr(ip), Value::Proto(proto), Value::Port(port)]
+}
+
+fn target_data(t: &Target) -> ElementData {
+    ElementData::Values(vec![Value::Addr(t.addr), Value::Port(t.port)])
+}
+
+fn element(key: Vec<Value>, data: Option<ElementData>, comment: Option<&str>) -> Element {
+    Element {
+        key,
+        data,
+        comment: comment.map(str::to_string),
+    }
+}
+
+fn rule(matches: Vec<Match>, statements: Vec<Statement>, comment: Option<&str>) -> Rule {
+    Rule {
+        matches,
+        statements,
+        comment: comment.map(str::to_string),
+    }
+}
+
+fn set(
+    name: &str,
+    key: Vec<FieldType>,
+    data: Option<SetData>,
+    elements: Vec<Element>,
+    comment: &str,
+) -> Set {
+    Set {
+        name: name.to_string(),
+        key,
+        data,
+        flags: SetFlags::empty(),
+        timeout: None,
+        size: None,
+        comment: Some(comment.to_string()),
+        elements,
+    }
+}
+
+fn negate(m: Match) -> Match {
+    match m {
+        Match::Cmp {
+            expr,
+            value,
+            negate,
+        } => Match::Cmp {
+            expr,
+            value,
+            negate: !negate,
+        },
+        Match::Lookup { key, set, negate } => Match::Lookup {
+            key,
+            set,
+            negate: !negate,
+        },
+        Match::IifName {
+            name,
+            prefix,
+            negate,
+        } => Match::IifName {
+            name,
+            prefix,
+            negate: !negate,
+        },
+        Match::FibLocal { side, negate } => Match::FibLocal {
+            side,
+            negate: !negate,
+        },
+        Match::MarkBitClear { mask, negate } => Match::MarkBitClear {
+            mask,
+            negate: !negate,
+        },
+        Match::CtStatusDnat => unreachable!("never negated"),
+    }
+}
+
+fn loopback(family: Family) -> IpNetwork {
+    match family {
+        Family::Ipv4 => "127.0.0.0/8".parse().expect("valid"),
+        Family::Ipv6 => "::1/128".parse().expect("valid"),
+    }
+}
+
+/// The match for "this packet comes from a pod", per `detectLocalMode`.
+fn from_pod_match(cluster: &Cluster, family: Family) -> Option<Match> {
+    let cidrs = |list: &[IpNetwork]| -> Option<Match> {
+        let mine: Vec<Value> = list
+            .iter()
+            .filter(|c| Family::of_net(c) == family)
+            .map(|c| Value::Prefix(*c))
+            .collect();
+        match mine.len() {
+            0 => None,
+            1 => Some(Match::Cmp {
+                expr: Expr::Saddr(family),
+                value: mine[0],
+                negate: false,
+            }),
+            _ => Some(Match::Lookup {
+                key: vec![Expr::Saddr(family)],
+                set: SetRef::Anonymous(mine),
+                negate: false,
+            }),
+        }
+    };
+    match &cluster.config.detect_local {
+        DetectLocal::ClusterCidr => cidrs(&cluster.config.cluster_cidrs),
+        DetectLocal::NodeCidr => cidrs(&cluster.node.pod_cidrs),
+        DetectLocal::InterfaceNamePrefix(p) => Some(Match::IifName {
+            name: p.clone(),
+            prefix: true,
+            negate: false,
+        }),
+        DetectLocal::BridgeInterface(b) => Some(Match::IifName {
+            name: b.clone(),
+            prefix: false,
+            negate: false,
+        }),
+    }
+}
+
+fn node_port_dest(cluster: &Cluster, family: Family) -> NodePortDest {
+    let node_ips: Vec<IpAddr> = cluster
+        .node
+        .addresses
+        .iter()
+        .filter(|a| Family::of(a) == family && !a.is_loopback())
+        .copied()
+        .collect();
+    let config = &cluster.config.node_port_addresses;
+    let primary = || node_ips.first().copied().into_iter().collect::<Vec<_>>();
+    let mut chosen: Vec<IpAddr> = Vec::new();
+    if config.is_empty() {
+        chosen = primary();
+    }
+    for entry in config {
+        match entry {
+            NodePortAddresses::Primary => chosen.extend(primary()),
+            NodePortAddresses::Cidr(net) if Family::of_net(net) == family => {
+                if net.prefix() == 0 {
+                    return NodePortDest::AnyLocal;
+                }
+                chosen.extend(node_ips.iter().filter(|ip| net.contains(**ip)));
+            }
+            NodePortAddresses::Cidr(_) => {}
+        }
+    }
+    chosen.sort();
+    chosen.dedup();
+    if chosen.is_empty() {
+        NodePortDest::None
+    } else {
+        NodePortDest::Addresses(chosen)
+    }
+}
+
+#[cfg(test)]
+mod tests;
