@@ -479,7 +479,8 @@ impl<'a> FamilyLowering<'a> {
         self.firewall_services
             .push(element(key.to_vec(), None, None));
         let mut allowed: Vec<IpNetwork> = ranges.to_vec();
-        // A range holding a node address lets the node itself reach the load balancer too.
+        // A range holding a node address lets the node itself (any of its addresses) reach
+        // the load balancer too.
         let node_ips: Vec<IpAddr> = self
             .cluster
             .node
@@ -494,7 +495,7 @@ impl<'a> FamilyLowering<'a> {
         {
             allowed.extend(node_ips.iter().map(|ip| IpNetwork::from(*ip)));
         }
-        for range in allowed {
+        for range in disjoint(allowed) {
             let mut k = key.to_vec();
             k.push(Value::Prefix(range));
             self.firewall_allow.push(element(k, None, None));
@@ -525,6 +526,7 @@ impl<'a> FamilyLowering<'a> {
             rules.push(rule(
                 vec![],
                 vec![Statement::DnatMap {
+                    family: f,
                     key: vec![Expr::Saddr(f), Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
                     map: names::AFFINITY.to_string(),
                 }],
@@ -609,6 +611,7 @@ impl<'a> FamilyLowering<'a> {
                     rules: vec![rule(
                         vec![],
                         vec![Statement::DnatMap {
+                            family: f,
                             key,
                             map: map.to_string(),
                         }],
@@ -830,6 +833,7 @@ impl<'a> FamilyLowering<'a> {
             .filter(|c| Family::of_net(c) == f)
             .copied()
             .collect();
+        let service_cidrs = disjoint(service_cidrs);
         if !service_cidrs.is_empty() {
             services.push(rule(
                 vec![Match::Lookup {
@@ -1160,6 +1164,25 @@ fn negate(m: Match) -> Match {
     }
 }
 
+/// The same addresses as `ranges`, without overlaps (interval sets refuse them). Two CIDRs are
+/// either disjoint or one holds the other, so dropping the held ones is enough.
+fn disjoint(mut ranges: Vec<IpNetwork>) -> Vec<IpNetwork> {
+    ranges.sort_by_key(|r| r.prefix());
+    let mut kept: Vec<IpNetwork> = Vec::new();
+    for r in ranges {
+        let held = kept.iter().any(|k| {
+            Family::of_net(k) == Family::of_net(&r)
+                && k.prefix() <= r.prefix()
+                && k.contains(r.network())
+        });
+        if !held {
+            kept.push(r);
+        }
+    }
+    kept.sort();
+    kept
+}
+
 fn loopback(family: Family) -> IpNetwork {
     match family {
         Family::Ipv4 => "127.0.0.0/8".parse().expect("valid"),
@@ -1170,11 +1193,15 @@ fn loopback(family: Family) -> IpNetwork {
 /// The match for "this packet comes from a pod", per `detectLocalMode`.
 fn from_pod_match(cluster: &Cluster, family: Family) -> Option<Match> {
     let cidrs = |list: &[IpNetwork]| -> Option<Match> {
-        let mine: Vec<Value> = list
-            .iter()
-            .filter(|c| Family::of_net(c) == family)
-            .map(|c| Value::Prefix(*c))
-            .collect();
+        let mine: Vec<Value> = disjoint(
+            list.iter()
+                .filter(|c| Family::of_net(c) == family)
+                .copied()
+                .collect(),
+        )
+        .into_iter()
+        .map(Value::Prefix)
+        .collect();
         match mine.len() {
             0 => None,
             1 => Some(Match::Cmp {

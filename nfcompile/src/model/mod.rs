@@ -261,6 +261,7 @@ pub enum Statement {
     MarkXor(u32),
     /// `dnat to key map @map`: address and port from the map; no match falls through.
     DnatMap {
+        family: Family,
         key: Vec<Expr>,
         map: String,
     },

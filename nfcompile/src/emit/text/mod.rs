@@ -333,15 +333,8 @@ fn write_statement(out: &mut String, s: &Statement) {
         Statement::MarkXor(bits) => {
             let _ = write!(out, "meta mark set meta mark ^ {bits:#010x}");
         }
-        Statement::DnatMap { key, map } => {
-            let fam = key
-                .iter()
-                .find_map(|e| match e {
-                    Expr::Daddr(f) | Expr::Saddr(f) => Some(*f),
-                    _ => None,
-                })
-                .unwrap_or(Family::Ipv4);
-            let _ = write!(out, "dnat {} to ", family_name(fam));
+        Statement::DnatMap { family, key, map } => {
+            let _ = write!(out, "dnat {} to ", family_name(*family));
             write_exprs(out, key);
             out.push_str(" map @");
             out.push_str(&quoted_name(map));

@@ -1,0 +1,125 @@
+//! Shared by the integration tests: the scenario fixtures and throw-away network namespaces.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Every scenario: `tests/in/*.yaml` plus the bundled examples, as (name, path).
+pub fn scenarios() -> Vec<(String, PathBuf)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut out = Vec::new();
+    for dir in [root.join("tests/in"), root.join("../examples")] {
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                out.push((name, path));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn golden_dir(backend: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/out")
+        .join(backend)
+}
+
+/// Why kernel tests cannot run here, if they cannot. In CI they must run: a missing
+/// prerequisite there is a failure, not a skip.
+pub fn kernel_unavailable() -> Option<String> {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let reason = if uid.as_deref() != Some("0") {
+        Some("not running as root".to_string())
+    } else if Command::new("nft").arg("--version").output().is_err() {
+        Some("the nft binary is not installed (apt-get install nftables)".to_string())
+    } else if Command::new("ip").arg("-V").output().is_err() {
+        Some("the ip binary is not installed (apt-get install iproute2)".to_string())
+    } else {
+        None
+    };
+    if let (Some(r), Ok("true")) = (&reason, std::env::var("CI").as_deref()) {
+        panic!("kernel tests must run in CI, but {r}");
+    }
+    reason
+}
+
+/// Say loudly that a kernel test did not run.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("\n!!!!!!!! SKIPPED {test}: {reason} — kernel behaviour was NOT tested !!!!!!!!\n");
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A network namespace that exists for the lifetime of the value, deleted even on panic.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!(
+            "nfct-{}-{}-{}",
+            tag.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(12)
+                .collect::<String>(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .expect("run ip");
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Netns { name }
+    }
+
+    pub fn exec(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args)
+            .output()
+            .expect("run ip netns exec")
+    }
+
+    /// `nft -f FILE` inside the namespace; Err carries nft's message.
+    pub fn nft_load(&self, file: &Path) -> Result<(), String> {
+        let out = self.exec(&["nft", "-f", file.to_str().unwrap()]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    pub fn nft(&self, args: &[&str]) -> Result<String, String> {
+        let mut full = vec!["nft"];
+        full.extend_from_slice(args);
+        let out = self.exec(&full);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
