@@ -18,6 +18,7 @@ pub mod ir;
 pub mod lower;
 pub mod model;
 pub mod optimize;
+pub mod synth;
 pub mod validate;
 
 pub use error::{CompileError, FieldError, InputError, Invalid};

@@ -96,7 +96,7 @@ pub fn documents(sources: &[Source]) -> Result<Vec<Document>, InputError> {
                     file: source.name.clone(),
                     line: start + line - 1,
                     column,
-                    message: e.to_string(),
+                    message: file_relative_lines(&e.to_string(), start),
                 }
             })?;
             if value.is_null() {
@@ -125,6 +125,23 @@ pub fn documents(sources: &[Source]) -> Result<Vec<Document>, InputError> {
         }
     }
     Ok(docs)
+}
+
+/// The YAML parser counts lines from the start of the document; say them from the file's.
+fn file_relative_lines(message: &str, start: usize) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(at) = rest.find("line ") {
+        let (head, tail) = rest.split_at(at + 5);
+        out.push_str(head);
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(n) = digits.parse::<usize>() {
+            out.push_str(&(n + start - 1).to_string());
+        }
+        rest = &tail[digits.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// YAML documents with the 1-based line each starts on. `---` separates; `...` ends one.

@@ -39,7 +39,22 @@ pub fn to_ir(doc: &Document, node: Option<&str>) -> Result<Cluster, InputError> 
         value: body,
         ..doc.clone()
     };
-    let mut cluster: Cluster = stripped.decode()?;
+    let mut cluster: Cluster = stripped.decode().map_err(|e| match e {
+        InputError::Shape {
+            file,
+            line,
+            field,
+            message,
+            ..
+        } => InputError::Shape {
+            file,
+            line,
+            object: "Cluster".into(),
+            field,
+            message,
+        },
+        other => other,
+    })?;
     cluster.origin = Origin::Native;
     if let Some(name) = node {
         if name != cluster.node.name {

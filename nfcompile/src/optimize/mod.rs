@@ -116,10 +116,8 @@ pub fn drop_unreferenced_chains(table: &mut Table) -> usize {
             for st in &rule.statements {
                 match st {
                     Statement::Verdict(v) => todo.extend(v.target()),
-                    Statement::VerdictMap { map, .. } => {
-                        if maps_seen.insert(map.as_str()) {
-                            todo.extend(map_targets(map));
-                        }
+                    Statement::VerdictMap { map, .. } if maps_seen.insert(map.as_str()) => {
+                        todo.extend(map_targets(map));
                     }
                     _ => {}
                 }

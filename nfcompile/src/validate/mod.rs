@@ -266,7 +266,9 @@ impl Validator<'_> {
                     format!("{:?} is not a valid port name (at most 15 lower-case letters, digits and '-', with a letter)", port.name),
                 );
             }
-            if let Some(first) = port_names.insert(&port.name, i) {
+            if port.name.is_empty() {
+                // reported above when it matters
+            } else if let Some(first) = port_names.insert(&port.name, i) {
                 self.err(
                     object.clone(),
                     field("name"),

@@ -1,0 +1,133 @@
+//! The command as users run it: the bad-input catalog (`tests/bad/*.yaml`, each naming the
+//! error it must produce on its first line) and the happy paths.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn nfcompile(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nfcompile"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn every_bad_input_fails_with_its_error_and_prints_no_ruleset() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    assert!(entries.len() >= 20, "the catalog shrank");
+    let mut failures = Vec::new();
+    for path in entries {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# expect: "))
+            .unwrap_or_else(|| panic!("{}: first line must be '# expect: …'", path.display()));
+        let rel = format!("bad/{}", path.file_name().unwrap().to_string_lossy());
+        for command in ["render", "check"] {
+            let out = nfcompile(&[command, "-f", &rel], None);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            if out.status.code() != Some(1) || !stderr.contains(expect) || !out.stdout.is_empty() {
+                failures.push(format!(
+                    "{rel} ({command}): exit {:?}, stdout {} bytes, stderr:\n{stderr}\n  wanted: {expect}",
+                    out.status.code(),
+                    out.stdout.len()
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let input = "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {name: n, addresses: [192.168.1.1]}\n\
+                 config: {masqueradeBit: 40}\nservices:\n\
+                 - {namespace: default, name: a, clusterIPs: [10.96.0.1], ports: [{port: 0}, {port: 70000}]}\n";
+    let out = nfcompile(&["check", "-f", "-"], Some(input));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error: ")).count(),
+        5,
+        "{stderr}"
+    );
+}
+
+#[test]
+fn render_reads_stdin_and_several_files() {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-node-cluster.yaml"),
+    )
+    .unwrap();
+    let (first, rest) = example
+        .split_once("\n---\napiVersion: v1\nkind: Service")
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("nfcompile-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a = dir.join("a.yaml");
+    std::fs::write(&a, first).unwrap();
+    let out = nfcompile(
+        &[
+            "render",
+            "-f",
+            a.to_str().unwrap(),
+            "-f",
+            "-",
+            "--node",
+            "vm2",
+            "--quiet",
+        ],
+        Some(&format!("apiVersion: v1\nkind: Service{rest}")),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("service rules for node vm2"));
+    assert!(text.contains("10.123.123.100 . tcp . 80"));
+    assert!(out.stderr.is_empty(), "--quiet still warned");
+}
+
+#[test]
+fn json_output_is_the_model() {
+    let out = nfcompile(
+        &[
+            "render",
+            "-f",
+            "../../examples/two-node-cluster.yaml",
+            "--format",
+            "json",
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tables"][0]["name"], "nfcompile");
+    // The Deployment in the example is skipped, and said so.
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("skipping Deployment default/nginx-deployment"));
+}
