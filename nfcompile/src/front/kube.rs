@@ -68,12 +68,16 @@ struct Objects {
 }
 
 /// Build the IR for `node` (or the configuration's `hostnameOverride`).
-pub fn to_ir(docs: &[Document], node: Option<&str>) -> Result<(Cluster, Vec<String>), InputError> {
+pub fn to_ir(
+    docs: Vec<Document>,
+    node: Option<&str>,
+) -> Result<(Cluster, Vec<String>), InputError> {
     let mut objects = Objects::default();
     let mut warnings = Vec::new();
     for doc in docs {
-        let api = doc.str_field("apiVersion");
-        match (api, doc.str_field("kind")) {
+        let api = doc.str_field("apiVersion").to_string();
+        let kind = doc.str_field("kind").to_string();
+        match (api.as_str(), kind.as_str()) {
             ("v1", "Service") => objects.services.push(doc.decode()?),
             ("v1", "Node") => objects.nodes.push(doc.decode()?),
             ("discovery.k8s.io/v1", "EndpointSlice") => objects.slices.push(doc.decode()?),

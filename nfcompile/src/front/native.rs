@@ -20,7 +20,7 @@ use super::Document;
 use crate::error::InputError;
 use crate::ir::{Cluster, Origin};
 
-pub fn to_ir(doc: &Document, node: Option<&str>) -> Result<Cluster, InputError> {
+pub fn to_ir(mut doc: Document, node: Option<&str>) -> Result<Cluster, InputError> {
     if doc.str_field("kind") != "Cluster" {
         return Err(InputError::Shape {
             file: doc.file.clone(),
@@ -30,16 +30,11 @@ pub fn to_ir(doc: &Document, node: Option<&str>) -> Result<Cluster, InputError> 
             message: format!("must be Cluster, not {:?}", doc.str_field("kind")),
         });
     }
-    let mut body = doc.value.clone();
-    if let Value::Object(map) = &mut body {
+    if let Value::Object(map) = &mut doc.value {
         map.remove("apiVersion");
         map.remove("kind");
     }
-    let stripped = Document {
-        value: body,
-        ..doc.clone()
-    };
-    let mut cluster: Cluster = stripped.decode().map_err(|e| match e {
+    let mut cluster: Cluster = doc.decode().map_err(|e| match e {
         InputError::Shape {
             file,
             line,

@@ -2,7 +2,6 @@
 //! (`CategorizeEndpoints`): ready endpoints, else serving-and-terminating ones; topology hints
 //! for cluster-wide traffic; only this node's endpoints for `Local` policies.
 
-use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use crate::ir::{Endpoint, Family, Node, Service, ServicePort};
@@ -33,8 +32,7 @@ struct Candidate<'a> {
 
 /// Choose the endpoints of `port` in `family` for traffic handled on `node`.
 pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) -> Targets {
-    let mut seen = BTreeSet::new();
-    let candidates: Vec<Candidate> = svc
+    let mut candidates: Vec<Candidate> = svc
         .endpoints
         .iter()
         .filter(|ep| Family::of(&ep.address) == family)
@@ -49,14 +47,16 @@ pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) ->
                 port: u16::try_from(target_port).ok()?,
                 local: ep.node_name.as_deref() == Some(node.name.as_str()),
             };
-            // The same address:port in two slices is one endpoint (kube-proxy dedups too).
-            seen.insert((target.addr, target.port))
-                .then_some(Candidate {
-                    endpoint: ep,
-                    target,
-                })
+            Some(Candidate {
+                endpoint: ep,
+                target,
+            })
         })
         .collect();
+    // The same address:port in two slices is one endpoint (kube-proxy dedups too); the first
+    // one given wins. Sorting also fixes the slot order whatever the input order.
+    candidates.sort_by_key(|c| (c.target.addr, c.target.port));
+    candidates.dedup_by_key(|c| (c.target.addr, c.target.port));
 
     let usable =
         |c: &&Candidate| c.endpoint.ready || (c.endpoint.serving && c.endpoint.terminating);
@@ -85,14 +85,12 @@ pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) ->
 }
 
 fn pick(candidates: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Target> {
-    let mut out: Vec<Target> = candidates
+    // Candidates are sorted, so slot order does not depend on input order.
+    candidates
         .iter()
         .filter(|c| keep(c))
         .map(|c| c.target)
-        .collect();
-    // Slot order must not depend on input order, or equal inputs would render differently.
-    out.sort();
-    out
+        .collect()
 }
 
 /// kube-proxy's `topologyModeFromHints`: hints are used only when every ready endpoint has
@@ -105,6 +103,9 @@ enum Topology {
 
 impl Topology {
     fn of(candidates: &[Candidate], node: &Node) -> Topology {
+        if candidates.iter().all(|c| c.endpoint.hints.is_none()) {
+            return Topology::None; // the common case: no hints at all
+        }
         let ready: Vec<&Candidate> = candidates.iter().filter(|c| c.endpoint.ready).collect();
         if ready.is_empty() {
             return Topology::None;

@@ -39,7 +39,7 @@
 
 pub mod endpoints;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -230,6 +230,8 @@ struct FamilyLowering<'a> {
     from_pod: Option<Match>,
     node_port_dest: NodePortDest,
     behaviours: BTreeMap<String, Behaviour>,
+    /// Chain name of each behaviour seen, so a name is formatted once, not per frontend.
+    chain_names: HashMap<Behaviour, String>,
     service_ips: Vec<Element>,
     service_nodeports: Vec<Element>,
     endpoints: Vec<Element>,
@@ -253,6 +255,7 @@ impl<'a> FamilyLowering<'a> {
             from_pod: from_pod_match(cluster, family),
             node_port_dest: node_port_dest(cluster, family),
             behaviours: BTreeMap::new(),
+            chain_names: HashMap::new(),
             service_ips: Vec::new(),
             service_nodeports: Vec::new(),
             endpoints: Vec::new(),
@@ -470,9 +473,12 @@ impl<'a> FamilyLowering<'a> {
                 Keyed::NodePort => self.affinity_nodeports.push(el),
             }
         }
-        let name = behaviour.chain_name();
-        self.behaviours.entry(name.clone()).or_insert(behaviour);
-        Verdict::Goto(name)
+        let name = self.chain_names.entry(behaviour).or_insert_with(|| {
+            let name = behaviour.chain_name();
+            self.behaviours.insert(name.clone(), behaviour);
+            name
+        });
+        Verdict::Goto(name.clone())
     }
 
     fn firewall(&mut self, key: &[Value], ranges: &[IpNetwork]) {

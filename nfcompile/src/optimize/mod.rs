@@ -2,6 +2,8 @@
 //!
 //! Each pass is a free function over one table; [`run`] applies them all to fixpoint. They
 //! work on the model alone, so they also apply to rulesets that did not come from lowering.
+//! Element order is left as lowering wrote it (grouped by service, in name order): it is
+//! already deterministic, and sorting 400k elements would cost more than everything else.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -12,7 +14,6 @@ use crate::model::{Chain, ElementData, Rule, Ruleset, Statement, Table, Verdict}
 pub struct Stats {
     pub chains_merged: usize,
     pub chains_dropped: usize,
-    pub elements_deduplicated: usize,
 }
 
 pub fn run(ruleset: &mut Ruleset) -> Stats {
@@ -26,7 +27,6 @@ pub fn run(ruleset: &mut Ruleset) -> Stats {
             }
         }
         stats.chains_dropped += drop_unreferenced_chains(table);
-        stats.elements_deduplicated += sort_elements(table);
     }
     stats
 }
@@ -128,18 +128,6 @@ pub fn drop_unreferenced_chains(table: &mut Table) -> usize {
     let before = table.chains.len();
     table.chains.retain(|c| live.contains(&c.name));
     before - table.chains.len()
-}
-
-/// Elements in key order, each once: the same input always renders byte-identically.
-pub fn sort_elements(table: &mut Table) -> usize {
-    let mut removed = 0;
-    for set in &mut table.sets {
-        set.elements.sort_unstable();
-        let before = set.elements.len();
-        set.elements.dedup();
-        removed += before - set.elements.len();
-    }
-    removed
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 
 mod names;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::error::{FieldError, Invalid};
@@ -38,18 +38,19 @@ pub fn validate(cluster: &Cluster) -> Result<Validated<'_>, Invalid> {
     };
     v.node(cluster);
     v.config(cluster);
-    let mut frontends: HashMap<(IpAddr, Protocol, u16), String> = HashMap::new();
-    let mut node_ports: HashMap<(Protocol, u16), String> = HashMap::new();
-    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    // Who claimed what, as (service index, port index): names are only built for errors.
+    let mut frontends: HashMap<(IpAddr, Protocol, u16), usize> = HashMap::new();
+    let mut node_ports: HashMap<(Protocol, u16), (usize, usize)> = HashMap::new();
+    let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(cluster.services.len());
     for (i, svc) in cluster.services.iter().enumerate() {
-        if let Some(first) = seen.insert((svc.namespace.clone(), svc.name.clone()), i) {
+        if let Some(first) = seen.insert((&svc.namespace, &svc.name), i) {
             v.err(
                 service_object(svc),
                 "",
                 format!("is given twice (services[{first}] and services[{i}])"),
             );
         }
-        v.service(svc, &mut frontends, &mut node_ports);
+        v.service(&cluster.services, i, &mut frontends, &mut node_ports);
     }
     if v.errors.is_empty() {
         Ok(Validated { cluster })
@@ -149,10 +150,12 @@ impl Validator<'_> {
 
     fn service(
         &mut self,
-        svc: &Service,
-        frontends: &mut HashMap<(IpAddr, Protocol, u16), String>,
-        node_ports: &mut HashMap<(Protocol, u16), String>,
+        services: &[Service],
+        index: usize,
+        frontends: &mut HashMap<(IpAddr, Protocol, u16), usize>,
+        node_ports: &mut HashMap<(Protocol, u16), (usize, usize)>,
     ) {
+        let svc = &services[index];
         let object = service_object(svc);
         let kube = self.kube();
         let meta = |f: &str| {
@@ -247,9 +250,9 @@ impl Validator<'_> {
         if svc.ports.is_empty() {
             self.err(object.clone(), self.spec("ports"), "is empty");
         }
-        let mut port_names: HashMap<&str, usize> = HashMap::new();
-        let mut port_keys: HashMap<(Protocol, i32), usize> = HashMap::new();
         for (i, port) in svc.ports.iter().enumerate() {
+            // Services have a handful of ports: comparing with the earlier ones beats hashing.
+            let earlier = &svc.ports[..i];
             let field = |f: &str| spec_path(kube, &format!("ports[{i}].{f}"));
             if port.name.is_empty() {
                 if svc.ports.len() > 1 {
@@ -268,7 +271,7 @@ impl Validator<'_> {
             }
             if port.name.is_empty() {
                 // reported above when it matters
-            } else if let Some(first) = port_names.insert(&port.name, i) {
+            } else if let Some(first) = earlier.iter().position(|p| p.name == port.name) {
                 self.err(
                     object.clone(),
                     field("name"),
@@ -282,7 +285,10 @@ impl Validator<'_> {
                     field("port"),
                     format!("{} is outside 1-65535", port.port),
                 );
-            } else if let Some(first) = port_keys.insert((port.protocol, port.port), i) {
+            } else if let Some(first) = earlier
+                .iter()
+                .position(|p| p.protocol == port.protocol && p.port == port.port)
+            {
                 self.err(
                     object.clone(),
                     field("port"),
@@ -296,13 +302,17 @@ impl Validator<'_> {
                         field("nodePort"),
                         format!("{np} is outside 1-65535"),
                     );
-                } else if let Some(other) =
-                    node_ports.insert((port.protocol, np as u16), format!("{object} ports[{i}]"))
+                } else if let Some((other, other_port)) =
+                    node_ports.insert((port.protocol, np as u16), (index, i))
                 {
                     self.err(
                         object.clone(),
                         field("nodePort"),
-                        format!("{np}/{} is already the node port of {other}", port.protocol),
+                        format!(
+                            "{np}/{} is already the node port of {} ports[{other_port}]",
+                            port.protocol,
+                            service_object(&services[other])
+                        ),
                     );
                 }
             }
@@ -319,14 +329,16 @@ impl Validator<'_> {
                         continue; // an externalIP repeated as LB IP is one frontend
                     }
                     mine.push(key);
-                    if let Some(other) = frontends.insert(key, object.clone()) {
-                        if other != object {
+                    if let Some(other) = frontends.insert(key, index) {
+                        if other != index {
                             self.err(
                                 object.clone(),
                                 field("port"),
                                 format!(
-                                    "{ip} {}/{} is already claimed by {other}",
-                                    port.port, port.protocol
+                                    "{ip} {}/{} is already claimed by {}",
+                                    port.port,
+                                    port.protocol,
+                                    service_object(&services[other])
                                 ),
                             );
                         }
@@ -353,25 +365,32 @@ impl Validator<'_> {
     }
 
     fn endpoints(&mut self, svc: &Service, service_object: &str, families: &[Family]) {
-        let mut per_family: HashMap<Family, usize> = HashMap::new();
-        for (i, ep) in svc.endpoints.iter().enumerate() {
-            let (object, prefix) = match (self.kube(), svc.endpoint_origins.get(i)) {
+        let mut per_family = [0usize; 2];
+        let kube = self.kube();
+        // Where endpoint `i` came from, in the input's terms; built only for an error.
+        let locate = |i: usize| -> (String, String) {
+            match (kube, svc.endpoint_origins.get(i)) {
                 (true, Some(origin)) => (
                     format!("EndpointSlice {}/{}", svc.namespace, origin.slice),
                     format!("endpoints[{}]", origin.index),
                 ),
                 _ => (service_object.to_string(), format!("endpoints[{i}]")),
-            };
-            let address_field = if self.kube() {
+            }
+        };
+        let address_field = |prefix: &str| {
+            if kube {
                 format!("{prefix}.addresses[0]")
             } else {
                 format!("{prefix}.address")
-            };
+            }
+        };
+        for (i, ep) in svc.endpoints.iter().enumerate() {
             let family = Family::of(&ep.address);
             if !families.contains(&family) {
+                let (object, prefix) = locate(i);
                 self.err(
-                    object.clone(),
-                    address_field.clone(),
+                    object,
+                    address_field(&prefix),
                     format!(
                         "{} is {family} but {service_object} has no {family} cluster IP",
                         ep.address
@@ -380,41 +399,41 @@ impl Validator<'_> {
             }
             if ep.address.is_unspecified() || ep.address.is_multicast() || ep.address.is_loopback()
             {
+                let (object, prefix) = locate(i);
                 self.err(
-                    object.clone(),
-                    address_field,
+                    object,
+                    address_field(&prefix),
                     format!("{} cannot be an endpoint address", ep.address),
                 );
             }
-            *per_family.entry(family).or_default() += 1;
+            per_family[family as usize] += 1;
             if let Some(node) = &ep.node_name {
                 if !is_dns1123_subdomain(node) {
+                    let (object, prefix) = locate(i);
                     self.err(
-                        object.clone(),
+                        object,
                         format!("{prefix}.nodeName"),
                         format!("{node:?} is not a valid node name"),
                     );
                 }
             }
             for (j, port) in ep.ports.iter().enumerate() {
-                let field = if self.kube() {
-                    format!("ports[{j}].port")
-                } else {
-                    format!("{prefix}.ports[{j}].port")
-                };
                 if !check_port(port.port) {
-                    self.err(
-                        object.clone(),
-                        field,
-                        format!("{} is outside 1-65535", port.port),
-                    );
+                    let (object, prefix) = locate(i);
+                    let field = if kube {
+                        format!("ports[{j}].port")
+                    } else {
+                        format!("{prefix}.ports[{j}].port")
+                    };
+                    self.err(object, field, format!("{} is outside 1-65535", port.port));
                 }
             }
             if let Some(hints) = &ep.hints {
                 for zone in hints.for_zones.iter().chain(&hints.for_nodes) {
                     if zone.is_empty() || zone.contains(['"', '\\', '\n']) {
+                        let (object, prefix) = locate(i);
                         self.err(
-                            object.clone(),
+                            object,
                             format!("{prefix}.hints"),
                             format!("{zone:?} is not a valid zone or node name"),
                         );
@@ -422,7 +441,7 @@ impl Validator<'_> {
                 }
             }
         }
-        for (family, count) in per_family {
+        for (family, count) in Family::ALL.into_iter().zip(per_family) {
             if count > MAX_ENDPOINTS {
                 self.err(
                     service_object.to_string(),

@@ -37,6 +37,7 @@ const KEYWORDS: &[&str] = &[
     "dst",
     "dup",
     "dynamic",
+    "egress",
     "element",
     "elements",
     "esp",
@@ -74,7 +75,6 @@ const KEYWORDS: &[&str] = &[
     "index",
     "inet",
     "ingress",
-    "egress",
     "input",
     "insert",
     "interval",
@@ -119,12 +119,12 @@ const KEYWORDS: &[&str] = &[
     "port",
     "position",
     "postrouting",
-    "prerouting",
     "prefix",
+    "prerouting",
     "priority",
-    "protocol",
     "proto-dst",
     "proto-src",
+    "protocol",
     "queue",
     "quota",
     "random",
@@ -173,5 +173,14 @@ const KEYWORDS: &[&str] = &[
 ];
 
 pub fn is_keyword(name: &str) -> bool {
-    KEYWORDS.contains(&name)
+    KEYWORDS.binary_search(&name).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keywords_are_sorted_for_binary_search() {
+        assert!(super::KEYWORDS.windows(2).all(|w| w[0] < w[1]));
+        assert!(super::is_keyword("vmap") && !super::is_keyword("endpoints-3"));
+    }
 }
