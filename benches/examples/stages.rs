@@ -7,7 +7,7 @@ fn main() {
     let src = nfcompile::front::Source::read(std::path::Path::new(&path)).unwrap();
     let read = t.elapsed();
     let t = Instant::now();
-    let docs = nfcompile::front::documents(&[src.clone()]).unwrap();
+    let docs = nfcompile::front::documents(std::slice::from_ref(&src)).unwrap();
     let parse = t.elapsed();
     drop(docs);
     let t = Instant::now();
