@@ -427,7 +427,11 @@ impl<'a> FamilyLowering<'a> {
             Route::Select(l) => l.len,
             Route::LocalPolicy { cluster, local } => cluster.len.max(local.map_or(0, |l| l.len)),
         };
-        let affinity = svc.session_affinity_timeout.is_some() && longest > 1;
+        // nft 1.0.x aborts on any dynamic-map update whose key is wider than one 16-byte
+        // register, and an IPv6 client address alone fills one: IPv6 affinity cannot be written
+        // as a script that loads, so IPv6 frontends choose at random (`validate::warnings` says so).
+        let affinity =
+            svc.session_affinity_timeout.is_some() && longest > 1 && self.family == Family::Ipv4;
         let behaviour = Behaviour {
             role,
             masq,

@@ -226,3 +226,20 @@ fn identical_behaviour_chains_merge_under_masquerade_all() {
         .collect();
     assert_eq!(masq2.len(), 1, "{masq2:?}");
 }
+
+#[test]
+fn ipv6_frontends_have_no_affinity_machinery() {
+    let svc = ServiceBuilder::new("d", "s", ip("fd00::1"))
+        .port("p", Protocol::Tcp, 80)
+        .session_affinity(100)
+        .endpoint(ip("fd00:1::1"), Some("n1"), &[("p", 8080)])
+        .endpoint(ip("fd00:1::2"), Some("n1"), &[("p", 8080)])
+        .build();
+    let c = ClusterBuilder::new("n1", [ip("fd00::10")])
+        .service(svc)
+        .build();
+    let t = compile(&c);
+    assert_eq!(t.family, Family::Ipv6);
+    assert!(t.set(names::AFFINITY).is_none());
+    assert_eq!(crate::validate::warnings(&c).len(), 1);
+}
