@@ -5,13 +5,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v nft >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1 || ! command -v python3 >/dev/null 2>&1; then
+# libnftnl/libmnl headers build the netlink backend; nft, ip and python3 run the kernel tests.
+need=()
+command -v nft >/dev/null 2>&1 || need+=(nftables)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+pkg-config --exists libnftnl 2>/dev/null || need+=(libnftnl-dev)
+pkg-config --exists libmnl 2>/dev/null || need+=(libmnl-dev)
+if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "installing nftables, iproute2 and python3 (echo servers) for the kernel tests…"
+    echo "installing ${need[*]}…"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 python3 >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
   else
-    echo "WARNING: nft or ip is missing and this is not root: kernel tests will be SKIPPED" >&2
+    echo "WARNING: missing ${need[*]} and not root: install them, or kernel tests are SKIPPED" >&2
   fi
 fi
 

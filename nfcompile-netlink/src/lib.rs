@@ -1,0 +1,11 @@
+//! nfcompile's kernel backend: the model as one atomic nf_tables netlink batch.
+//!
+//! ```text
+//! model::Ruleset ─> bytecode (rules → instructions, pure Rust)
+//!                ─> sets (declarations, userdata, element bytes, pure Rust)
+//!                ─> encode (libnftnl objects → one nftnl::Batch, provenance per message)
+//!                ─> socket (one sendmsg, every ACK collected) ─> apply
+//! ```
+
+pub mod bytecode;
+pub mod sets;
