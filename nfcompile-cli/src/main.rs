@@ -31,6 +31,12 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+    /// Compile and program the running kernel (this network namespace) in one atomic
+    /// transaction, replacing nfcompile's tables. Needs CAP_NET_ADMIN.
+    Apply {
+        #[command(flatten)]
+        input: InputArgs,
+    },
     /// Check the input and report every problem, without printing the ruleset.
     Check {
         #[command(flatten)]
@@ -90,6 +96,22 @@ fn run(cli: Cli) -> Result<(), String> {
                     .write_all(text.as_bytes())
                     .map_err(|e| format!("standard output: {e}"))?,
             }
+            Ok(())
+        }
+        Command::Apply { input } => {
+            let ruleset = compile(&input)?;
+            let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
+            println!(
+                "applied: {} tables, {} chains, {} rules, {} sets and maps, {} elements in {} messages ({} KiB) in {:.1} ms",
+                s.tables,
+                s.chains,
+                s.rules,
+                s.sets,
+                s.elements,
+                s.messages,
+                s.bytes / 1024,
+                s.elapsed.as_secs_f64() * 1000.0
+            );
             Ok(())
         }
         Command::Check { input } => {

@@ -300,9 +300,8 @@ fn encode_match(enc: &mut Encoded, m: &Match, sets: &dyn SetInfo) {
             if let (Value::Prefix(p), Expr::Saddr(_) | Expr::Daddr(_)) = (value, expr) {
                 let full = addr_len(family_of(expr)) * 8;
                 let bits = u32::from(p.prefix());
-                if bits < full {
-                    // Like nft: load only the bytes the prefix covers, mask a partial byte.
-                    let bytes = bits.div_ceil(8);
+                if bits < full && bits % 8 == 0 {
+                    // Like nft: a byte-aligned prefix loads only the bytes it covers.
                     let Some(Insn::Payload {
                         base, offset, dreg, ..
                     }) = load_one(expr, r1)
@@ -312,22 +311,39 @@ fn encode_match(enc: &mut Encoded, m: &Match, sets: &dyn SetInfo) {
                     out.push(Insn::Payload {
                         base,
                         offset,
-                        len: bytes,
+                        len: bits / 8,
                         dreg,
                     });
                     let mut data = value_bytes(value);
-                    data.truncate(bytes as usize);
-                    if bits % 8 != 0 {
-                        let mut mask = vec![0xffu8; bytes as usize];
-                        mask[bytes as usize - 1] = 0xffu8 << (8 - bits % 8);
-                        out.push(Insn::Bitwise {
-                            sreg: r1,
-                            dreg: r1,
-                            xor: vec![0; mask.len()],
-                            mask,
-                        });
-                    }
+                    data.truncate((bits / 8) as usize);
                     out.push(Insn::Cmp { sreg: r1, op, data });
+                    return;
+                }
+                if bits < full {
+                    // Otherwise the whole address, masked.
+                    load(out, expr, r1);
+                    let len = (full / 8) as usize;
+                    let mask: Vec<u8> = (0..len)
+                        .map(|i| {
+                            let covered = bits.saturating_sub(i as u32 * 8).min(8);
+                            if covered == 0 {
+                                0
+                            } else {
+                                0xffu8 << (8 - covered)
+                            }
+                        })
+                        .collect();
+                    out.push(Insn::Bitwise {
+                        sreg: r1,
+                        dreg: r1,
+                        xor: vec![0; len],
+                        mask,
+                    });
+                    out.push(Insn::Cmp {
+                        sreg: r1,
+                        op,
+                        data: value_bytes(value),
+                    });
                     return;
                 }
             }
@@ -659,7 +675,8 @@ mod tests {
             negate: false,
         };
         let e = encode_rule(&rule(vec![m], vec![]), Family::Ipv4, &NoIntervals).insns;
-        assert!(matches!(&e[1], Insn::Bitwise { mask, .. } if mask == &vec![0xff, 0xf0]));
+        assert!(matches!(&e[0], Insn::Payload { len: 4, .. }));
+        assert!(matches!(&e[1], Insn::Bitwise { mask, .. } if mask == &vec![0xff, 0xf0, 0, 0]));
     }
 
     #[test]

@@ -7,5 +7,10 @@
 //!                ─> socket (one sendmsg, every ACK collected) ─> apply
 //! ```
 
+pub mod apply;
 pub mod bytecode;
+pub mod encode;
 pub mod sets;
+pub mod socket;
+
+pub use apply::{apply, ApplyError, Summary};

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every scenario: `tests/in/*.yaml` plus the bundled examples, as (name, path).
 pub fn scenarios() -> Vec<(String, PathBuf)> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = core_dir();
     let mut out = Vec::new();
     for dir in [root.join("tests/in"), root.join("../examples")] {
         for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
@@ -23,9 +23,32 @@ pub fn scenarios() -> Vec<(String, PathBuf)> {
 }
 
 pub fn golden_dir(backend: &str) -> PathBuf {
+    core_dir().join("tests/out").join(backend)
+}
+
+/// The `nfcompile` crate's folder, from whichever workspace member includes this module.
+fn core_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/out")
-        .join(backend)
+        .parent()
+        .expect("crates live in the workspace root")
+        .join("nfcompile")
+}
+
+/// The first lines where two texts differ, for assertion messages that stay readable.
+pub fn first_differences(a: &str, b: &str) -> String {
+    let (la, lb): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = Vec::new();
+    for i in 0..la.len().max(lb.len()) {
+        let x = la.get(i).copied().unwrap_or("<end>");
+        let y = lb.get(i).copied().unwrap_or("<end>");
+        if x != y {
+            out.push(format!("line {}:\n  - {x}\n  + {y}", i + 1));
+            if out.len() == 5 {
+                break;
+            }
+        }
+    }
+    out.join("\n")
 }
 
 /// Why kernel tests cannot run here, if they cannot. In CI they must run: a missing

@@ -1,0 +1,104 @@
+//! Programming the running kernel (the network namespace this process is in).
+
+use std::time::{Duration, Instant};
+
+use nfcompile::model::Ruleset;
+
+use crate::encode::encode;
+use crate::socket::NetlinkSocket;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("cannot talk to nf_tables: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("permission denied: programming nf_tables needs CAP_NET_ADMIN (run as root)")]
+    NotPermitted,
+    #[error("the kernel refused {what}: {message} (errno {errno}); nothing was changed")]
+    Rejected {
+        what: String,
+        errno: i32,
+        message: String,
+    },
+    #[error("no answer from the kernel for {missing} of {expected} messages within {timeout:?}; the transaction may or may not have been committed")]
+    NoAnswer {
+        missing: usize,
+        expected: usize,
+        timeout: Duration,
+    },
+}
+
+/// What an apply did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    pub tables: usize,
+    pub chains: usize,
+    pub rules: usize,
+    pub sets: usize,
+    pub elements: usize,
+    pub messages: usize,
+    pub bytes: usize,
+    pub elapsed: Duration,
+}
+
+/// Replace our tables with `ruleset` in one atomic transaction.
+pub fn apply(ruleset: &Ruleset) -> Result<Summary, ApplyError> {
+    let start = Instant::now();
+    let encoded = encode(ruleset);
+    let socket = NetlinkSocket::open().map_err(ApplyError::Socket)?;
+    let timeout = Duration::from_secs(60);
+    let bytes = encoded.batch.iter().map(|p| p.len()).sum();
+    let answers = socket
+        .transact(
+            &encoded.batch,
+            &encoded.provenance.keys().copied().collect(),
+            timeout,
+        )
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPERM) {
+                ApplyError::NotPermitted
+            } else {
+                ApplyError::Socket(e)
+            }
+        })?;
+    if let Some((seq, errno)) = answers
+        .iter()
+        .find_map(|(seq, a)| a.err().map(|e| (*seq, e)))
+    {
+        if errno == libc::EPERM {
+            return Err(ApplyError::NotPermitted);
+        }
+        let what = encoded
+            .provenance
+            .get(&seq)
+            .cloned()
+            .unwrap_or_else(|| format!("message {seq}"));
+        return Err(ApplyError::Rejected {
+            what,
+            errno,
+            message: std::io::Error::from_raw_os_error(errno).to_string(),
+        });
+    }
+    let acked = encoded
+        .provenance
+        .keys()
+        .filter(|seq| answers.contains_key(seq))
+        .count();
+    if acked < encoded.messages {
+        return Err(ApplyError::NoAnswer {
+            missing: encoded.messages - acked,
+            expected: encoded.messages,
+            timeout,
+        });
+    }
+    let count = |f: &dyn Fn(&nfcompile::model::Table) -> usize| ruleset.tables.iter().map(f).sum();
+    Ok(Summary {
+        tables: ruleset.tables.len(),
+        chains: count(&|t| t.chains.len()),
+        rules: count(&|t| t.chains.iter().map(|c| c.rules.len()).sum()),
+        sets: count(&|t| t.sets.len()),
+        elements: encoded.elements,
+        messages: encoded.messages,
+        bytes,
+        elapsed: start.elapsed(),
+    })
+}

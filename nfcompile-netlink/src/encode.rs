@@ -1,0 +1,794 @@
+//! The model as one `nftnl::Batch`: libnftnl builds each message from the specs and
+//! instructions of [`crate::sets`] and [`crate::bytecode`]. Every message remembers what it
+//! carried, so a kernel error can name the object (`chain services of table ip nfcompile`).
+//!
+//! A table is replaced whole, the way the text backend's script does it: declare it, delete
+//! it, declare it again with its contents — all inside one transaction.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::raw::c_void;
+
+use nfcompile::model::{
+    Chain, ChainType, Element, Expr, FieldType, Hook, Ruleset, Set, SetFlags, Table, Value,
+};
+use nftnl::nftnl_sys as sys;
+use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg};
+
+use crate::bytecode::{self, encode_rule, Insn, SetInfo, SetName};
+use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec, Udata};
+
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_APPEND: u16 = 0x800;
+const NF_ACCEPT: u32 = 1;
+
+/// A finished batch and, per sequence number, what its message carried.
+pub struct Encoded {
+    pub batch: FinalizedBatch,
+    pub provenance: HashMap<u32, String>,
+    pub messages: usize,
+    pub elements: usize,
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s.replace('\0', "_")).expect("NULs removed")
+}
+
+fn family_code(f: nfcompile::model::Family) -> u16 {
+    bytecode::nfproto(f) as u16
+}
+
+fn family_name(f: nfcompile::model::Family) -> &'static str {
+    match f {
+        nfcompile::model::Family::Ipv4 => "ip",
+        nfcompile::model::Family::Ipv6 => "ip6",
+    }
+}
+
+/// One message of the batch: a libnftnl object, how to send it, what it is.
+struct Message {
+    build: Box<dyn Fn(*mut libc::nlmsghdr) -> bool>,
+    kind: u16,
+    family: u16,
+    flags: u16,
+    /// Set by `write`: the sequence number the batch gave it, and whether more follows.
+    seq: Cell<u32>,
+    more: Cell<bool>,
+}
+
+unsafe impl NlMsg for Message {
+    unsafe fn write(&self, buf: *mut c_void, seq: u32, _: MsgType) {
+        let hdr = unsafe {
+            sys::nftnl_nlmsg_build_hdr(
+                buf.cast(),
+                self.kind, // libnftnl adds the nf_tables subsystem
+                self.family,
+                self.flags,
+                seq,
+            )
+        };
+        self.seq.set(seq);
+        self.more.set((self.build)(hdr));
+    }
+}
+
+/// Owned libnftnl objects, freed when the batch is built.
+struct Owned<T> {
+    ptr: *mut T,
+    free: unsafe extern "C" fn(*const T),
+}
+
+impl<T> Drop for Owned<T> {
+    fn drop(&mut self) {
+        unsafe { (self.free)(self.ptr) }
+    }
+}
+
+struct Sets<'a>(&'a Table);
+
+impl SetInfo for Sets<'_> {
+    fn is_interval(&self, name: &str) -> bool {
+        self.0
+            .set(name)
+            .is_some_and(|s| s.flags.contains(SetFlags::INTERVAL))
+    }
+}
+
+/// Build the batch that replaces every table of `ruleset`.
+pub fn encode(ruleset: &Ruleset) -> Encoded {
+    let mut enc = Encoder {
+        batch: Batch::new(),
+        provenance: HashMap::new(),
+        messages: 0,
+        elements: 0,
+        next_set_id: 1,
+    };
+    for table in &ruleset.tables {
+        enc.table(table);
+    }
+    Encoded {
+        batch: enc.batch.finalize(),
+        provenance: enc.provenance,
+        messages: enc.messages,
+        elements: enc.elements,
+    }
+}
+
+struct Encoder {
+    batch: Batch,
+    provenance: HashMap<u32, String>,
+    messages: usize,
+    elements: usize,
+    next_set_id: u32,
+}
+
+impl Encoder {
+    fn add(
+        &mut self,
+        kind: u16,
+        family: u16,
+        flags: u16,
+        what: String,
+        build: Box<dyn Fn(*mut libc::nlmsghdr) -> bool>,
+    ) {
+        let msg = Message {
+            build,
+            kind,
+            family,
+            flags: flags | NLM_F_ACK,
+            seq: Cell::new(0),
+            more: Cell::new(false),
+        };
+        loop {
+            self.batch.add(&msg, MsgType::Add);
+            self.messages += 1;
+            self.provenance.insert(msg.seq.get(), what.clone());
+            if !msg.more.get() {
+                break;
+            }
+        }
+    }
+
+    fn table(&mut self, table: &Table) {
+        let fam = family_code(table.family);
+        let what = format!("table {} {}", family_name(table.family), table.name);
+        let name = cstr(&table.name);
+        let comment = table.comment.clone();
+        let make = move |with_comment: bool| {
+            let t = unsafe { sys::nftnl_table_alloc() };
+            unsafe {
+                sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
+                sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
+            }
+            if let (true, Some(c)) = (with_comment, &comment) {
+                let mut u = Udata::default();
+                u.strz(0, &truncate(c)); // NFTNL_UDATA_TABLE_COMMENT
+                unsafe {
+                    sys::nftnl_table_set_data(
+                        t,
+                        sys::NFTNL_TABLE_USERDATA as u16,
+                        u.0.as_ptr().cast(),
+                        u.0.len() as u32,
+                    );
+                }
+            }
+            Owned {
+                ptr: t,
+                free: sys::nftnl_table_free,
+            }
+        };
+        // Declared, deleted, declared again: valid whether or not the table exists.
+        for (kind, flags, with_comment) in [
+            (NFT_MSG_NEWTABLE, NLM_F_CREATE, false),
+            (NFT_MSG_DELTABLE, 0, false),
+            (NFT_MSG_NEWTABLE, NLM_F_CREATE, true),
+        ] {
+            let t = make(with_comment);
+            self.add(
+                kind,
+                fam,
+                flags,
+                what.clone(),
+                Box::new(move |hdr| {
+                    unsafe { sys::nftnl_table_nlmsg_build_payload(hdr, t.ptr) };
+                    false
+                }),
+            );
+        }
+        for chain in &table.chains {
+            self.chain(table, chain);
+        }
+        let mut ids = HashMap::new();
+        for set in &table.sets {
+            let id = self.set(table, set, &set.name, false);
+            ids.insert(set.name.clone(), id);
+        }
+        for set in &table.sets {
+            self.set_elements(table, set, &set.name, ids[&set.name]);
+        }
+        for chain in &table.chains {
+            for (i, rule) in chain.rules.iter().enumerate() {
+                self.rule(table, chain, i, rule, &ids);
+            }
+        }
+    }
+
+    fn chain(&mut self, table: &Table, chain: &Chain) {
+        let fam = family_code(table.family);
+        let c = unsafe { sys::nftnl_chain_alloc() };
+        let (tname, cname) = (cstr(&table.name), cstr(&chain.name));
+        unsafe {
+            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
+            sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_FAMILY as u16, u32::from(fam));
+        }
+        if let Some(b) = &chain.base {
+            let hook = match b.hook {
+                Hook::Prerouting => libc::NF_INET_PRE_ROUTING,
+                Hook::Input => libc::NF_INET_LOCAL_IN,
+                Hook::Forward => libc::NF_INET_FORWARD,
+                Hook::Output => libc::NF_INET_LOCAL_OUT,
+                Hook::Postrouting => libc::NF_INET_POST_ROUTING,
+            };
+            let kind = cstr(match b.kind {
+                ChainType::Filter => "filter",
+                ChainType::Nat => "nat",
+            });
+            unsafe {
+                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
+                sys::nftnl_chain_set_s32(c, sys::NFTNL_CHAIN_PRIO as u16, b.priority);
+                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
+                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
+            }
+        }
+        if let Some(comment) = &chain.comment {
+            let mut u = Udata::default();
+            u.strz(0, &truncate(comment)); // NFTNL_UDATA_CHAIN_COMMENT
+            unsafe {
+                sys::nftnl_chain_set_data(
+                    c,
+                    sys::NFTNL_CHAIN_USERDATA as u16,
+                    u.0.as_ptr().cast(),
+                    u.0.len() as u32,
+                );
+            }
+        }
+        let owned = Owned {
+            ptr: c,
+            free: sys::nftnl_chain_free,
+        };
+        self.add(
+            NFT_MSG_NEWCHAIN,
+            fam,
+            NLM_F_CREATE,
+            format!(
+                "chain {} of table {} {}",
+                chain.name,
+                family_name(table.family),
+                table.name
+            ),
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_chain_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
+    }
+
+    /// Declare a set; returns its batch id.
+    fn set(&mut self, table: &Table, set: &Set, name: &str, anonymous: bool) -> u32 {
+        let id = self.next_set_id;
+        self.next_set_id += 1;
+        let spec: SetSpec = sets::set_spec(set);
+        let fam = family_code(table.family);
+        let s = new_set(table, name, id);
+        let mut set_flags = spec.flags;
+        if anonymous {
+            set_flags |= flags::NFT_SET_ANONYMOUS | flags::NFT_SET_CONSTANT;
+        }
+        unsafe {
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, set_flags);
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, spec.key_type);
+            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, spec.key_len);
+            if let Some((t, l)) = spec.data {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_TYPE as u16, t);
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_LEN as u16, l);
+            }
+            if let Some(ms) = spec.timeout_ms {
+                sys::nftnl_set_set_u64(s, sys::NFTNL_SET_TIMEOUT as u16, ms);
+            }
+            if let Some(size) = spec.size {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, size);
+            }
+            if let Some(fields) = &spec.concat {
+                sys::nftnl_set_set_data(
+                    s,
+                    sys::NFTNL_SET_DESC_CONCAT as u16,
+                    fields.as_ptr().cast(),
+                    fields.len() as u32,
+                );
+            }
+            if !anonymous {
+                sys::nftnl_set_set_data(
+                    s,
+                    sys::NFTNL_SET_USERDATA as u16,
+                    spec.userdata.as_ptr().cast(),
+                    spec.userdata.len() as u32,
+                );
+            }
+        }
+        let owned = Owned {
+            ptr: s,
+            free: sys::nftnl_set_free,
+        };
+        self.add(
+            NFT_MSG_NEWSET,
+            fam,
+            NLM_F_CREATE,
+            format!(
+                "set {} of table {} {}",
+                set.name,
+                family_name(table.family),
+                table.name
+            ),
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_set_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
+        id
+    }
+
+    fn set_elements(&mut self, table: &Table, set: &Set, name: &str, id: u32) {
+        let specs: Vec<ElemSpec> = sets::elements(set);
+        if specs.is_empty() {
+            return;
+        }
+        self.elements += specs.len();
+        let s = new_set(table, name, id);
+        for e in &specs {
+            unsafe { sys::nftnl_set_elem_add(s, new_elem(e)) };
+        }
+        let owned = Owned {
+            ptr: s,
+            free: sys::nftnl_set_free,
+        };
+        let iter = unsafe { sys::nftnl_set_elems_iter_create(owned.ptr) };
+        let what = element_provenance(table, set);
+        self.add(
+            NFT_MSG_NEWSETELEM,
+            family_code(table.family),
+            NLM_F_CREATE,
+            what,
+            Box::new(move |hdr| {
+                let _keep = &owned;
+                unsafe { sys::nftnl_set_elems_nlmsg_build_payload_iter(hdr, iter) > 0 }
+            }),
+        );
+        unsafe { sys::nftnl_set_elems_iter_destroy(iter) };
+    }
+
+    fn rule(
+        &mut self,
+        table: &Table,
+        chain: &Chain,
+        index: usize,
+        rule: &nfcompile::model::Rule,
+        ids: &HashMap<String, u32>,
+    ) {
+        let encoded = encode_rule(rule, table.family, &Sets(table));
+        // Anonymous sets first, as nft does: declared and filled right before their rule.
+        let mut anon_ids = Vec::new();
+        for (key, values) in &encoded.anonymous {
+            let set = anonymous_set(table, key, values);
+            let id = self.set(table, &set, "__set%d", true);
+            self.set_elements(table, &set, "__set%d", id);
+            anon_ids.push(id);
+        }
+        let r = unsafe { sys::nftnl_rule_alloc() };
+        let (tname, cname) = (cstr(&table.name), cstr(&chain.name));
+        unsafe {
+            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
+            sys::nftnl_rule_set_u32(
+                r,
+                sys::NFTNL_RULE_FAMILY as u16,
+                u32::from(family_code(table.family)),
+            );
+        }
+        for insn in &encoded.insns {
+            unsafe { sys::nftnl_rule_add_expr(r, expr(insn, ids, &anon_ids)) };
+        }
+        if let Some(c) = &rule.comment {
+            let mut u = Udata::default();
+            u.strz(0, &truncate(c)); // NFTNL_UDATA_RULE_COMMENT
+            unsafe {
+                sys::nftnl_rule_set_data(
+                    r,
+                    sys::NFTNL_RULE_USERDATA as u16,
+                    u.0.as_ptr().cast(),
+                    u.0.len() as u32,
+                );
+            }
+        }
+        let owned = Owned {
+            ptr: r,
+            free: sys::nftnl_rule_free,
+        };
+        let mut what = format!(
+            "rule {} of chain {} ({} {})",
+            index + 1,
+            chain.name,
+            family_name(table.family),
+            table.name
+        );
+        let refs = references(rule);
+        if !refs.is_empty() {
+            what.push_str(&format!(", which refers to {}", refs.join(", ")));
+        }
+        self.add(
+            NFT_MSG_NEWRULE,
+            family_code(table.family),
+            NLM_F_CREATE | NLM_F_APPEND,
+            what,
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_rule_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
+    }
+}
+
+/// The chains and sets a rule names, so an error about a missing one can say which.
+fn references(rule: &nfcompile::model::Rule) -> Vec<String> {
+    use nfcompile::model::{Match, SetRef, Statement};
+    let mut out = Vec::new();
+    for m in &rule.matches {
+        if let Match::Lookup {
+            set: SetRef::Named(n),
+            ..
+        } = m
+        {
+            out.push(format!("set {n}"));
+        }
+    }
+    for s in &rule.statements {
+        match s {
+            Statement::Verdict(v) => out.extend(v.target().map(|c| format!("chain {c}"))),
+            Statement::VerdictMap { map, .. } | Statement::DnatMap { map, .. } => {
+                out.push(format!("map {map}"))
+            }
+            Statement::UpdateMap { set, .. } => out.push(format!("map {set}")),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What an element message carries, for errors: the set and the services its comments name.
+fn element_provenance(table: &Table, set: &Set) -> String {
+    let mut named: Vec<&str> = set
+        .elements
+        .iter()
+        .filter_map(|e| e.comment.as_deref())
+        .take(3)
+        .collect();
+    named.dedup();
+    let mut s = format!(
+        "elements of set {} ({} {})",
+        set.name,
+        family_name(table.family),
+        table.name
+    );
+    if !named.is_empty() {
+        s.push_str(&format!(", e.g. {}", named.join(", ")));
+    }
+    s
+}
+
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(127);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn new_set(table: &Table, name: &str, id: u32) -> *mut sys::nftnl_set {
+    let s = unsafe { sys::nftnl_set_alloc() };
+    let (tname, sname) = (cstr(&table.name), cstr(name));
+    unsafe {
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
+        sys::nftnl_set_set_u32(
+            s,
+            sys::NFTNL_SET_FAMILY as u16,
+            u32::from(family_code(table.family)),
+        );
+        sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
+    }
+    s
+}
+
+fn new_elem(e: &ElemSpec) -> *mut sys::nftnl_set_elem {
+    let el = unsafe { sys::nftnl_set_elem_alloc() };
+    unsafe {
+        sys::nftnl_set_elem_set(
+            el,
+            sys::NFTNL_SET_ELEM_KEY as u16,
+            e.key.as_ptr().cast(),
+            e.key.len() as u32,
+        );
+        if let Some(end) = &e.key_end {
+            sys::nftnl_set_elem_set(
+                el,
+                sys::NFTNL_SET_ELEM_KEY_END as u16,
+                end.as_ptr().cast(),
+                end.len() as u32,
+            );
+        }
+        if e.flags != 0 {
+            sys::nftnl_set_elem_set_u32(el, sys::NFTNL_SET_ELEM_FLAGS as u16, e.flags);
+        }
+        match &e.data {
+            ElemData::None => {}
+            ElemData::Bytes(b) => {
+                sys::nftnl_set_elem_set(
+                    el,
+                    sys::NFTNL_SET_ELEM_DATA as u16,
+                    b.as_ptr().cast(),
+                    b.len() as u32,
+                );
+            }
+            ElemData::Verdict(v, chain) => {
+                sys::nftnl_set_elem_set_u32(el, sys::NFTNL_SET_ELEM_VERDICT as u16, *v as u32);
+                if let Some(c) = chain {
+                    let c = cstr(c);
+                    sys::nftnl_set_elem_set_str(el, sys::NFTNL_SET_ELEM_CHAIN as u16, c.as_ptr());
+                }
+            }
+        }
+        if let Some(u) = &e.userdata {
+            sys::nftnl_set_elem_set(
+                el,
+                sys::NFTNL_SET_ELEM_USERDATA as u16,
+                u.as_ptr().cast(),
+                u.len() as u32,
+            );
+        }
+    }
+    el
+}
+
+/// The anonymous set an inline `{ … }` stands for.
+fn anonymous_set(table: &Table, key: &Expr, values: &[Value]) -> Set {
+    let interval = values.iter().any(|v| matches!(v, Value::Prefix(_)));
+    let field = match key {
+        Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => FieldType::addr(*f),
+        Expr::L4Proto => FieldType::InetProto,
+        Expr::Dport | Expr::CtOriginalDport => FieldType::InetService,
+        Expr::NumgenRandom { .. } => FieldType::Slot,
+    };
+    let _ = table;
+    Set {
+        name: "__set%d".into(),
+        key: vec![field],
+        data: None,
+        flags: if interval {
+            SetFlags::INTERVAL
+        } else {
+            SetFlags::empty()
+        },
+        timeout: None,
+        size: None,
+        comment: None,
+        elements: values
+            .iter()
+            .map(|v| Element {
+                key: vec![*v],
+                data: None,
+                comment: None,
+            })
+            .collect(),
+    }
+}
+
+/// One instruction as a libnftnl expression.
+fn expr(insn: &Insn, ids: &HashMap<String, u32>, anon_ids: &[u32]) -> *mut sys::nftnl_expr {
+    use sys::*;
+    let new = |name: &str| {
+        let n = cstr(name);
+        unsafe { nftnl_expr_alloc(n.as_ptr()) }
+    };
+    let set_u32 = |e, attr: u32, v: u32| unsafe { nftnl_expr_set_u32(e, attr as u16, v) };
+    let set_data = |e, attr: u32, d: &[u8]| unsafe {
+        nftnl_expr_set(e, attr as u16, d.as_ptr().cast(), d.len() as u32)
+    };
+    let set_str = |e, attr: u32, s: &str| {
+        let s = cstr(s);
+        unsafe { nftnl_expr_set_str(e, attr as u16, s.as_ptr()) };
+    };
+    match insn {
+        Insn::Payload {
+            base,
+            offset,
+            len,
+            dreg,
+        } => {
+            let e = new("payload");
+            set_u32(e, NFTNL_EXPR_PAYLOAD_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_PAYLOAD_BASE, *base);
+            set_u32(e, NFTNL_EXPR_PAYLOAD_OFFSET, *offset);
+            set_u32(e, NFTNL_EXPR_PAYLOAD_LEN, *len);
+            e
+        }
+        Insn::Meta { key, dreg } => {
+            let e = new("meta");
+            set_u32(e, NFTNL_EXPR_META_KEY, *key);
+            set_u32(e, NFTNL_EXPR_META_DREG, *dreg);
+            e
+        }
+        Insn::MetaSet { key, sreg } => {
+            let e = new("meta");
+            set_u32(e, NFTNL_EXPR_META_KEY, *key);
+            set_u32(e, NFTNL_EXPR_META_SREG, *sreg);
+            e
+        }
+        Insn::Cmp { sreg, op, data } => {
+            let e = new("cmp");
+            set_u32(e, NFTNL_EXPR_CMP_SREG, *sreg);
+            set_u32(e, NFTNL_EXPR_CMP_OP, *op);
+            set_data(e, NFTNL_EXPR_CMP_DATA, data);
+            e
+        }
+        Insn::Bitwise {
+            sreg,
+            dreg,
+            mask,
+            xor,
+        } => {
+            let e = new("bitwise");
+            set_u32(e, NFTNL_EXPR_BITWISE_SREG, *sreg);
+            set_u32(e, NFTNL_EXPR_BITWISE_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_BITWISE_LEN, mask.len() as u32);
+            set_data(e, NFTNL_EXPR_BITWISE_MASK, mask);
+            set_data(e, NFTNL_EXPR_BITWISE_XOR, xor);
+            e
+        }
+        Insn::Lookup {
+            sreg,
+            dreg,
+            set,
+            invert,
+        } => {
+            let e = new("lookup");
+            set_u32(e, NFTNL_EXPR_LOOKUP_SREG, *sreg);
+            if let Some(d) = dreg {
+                set_u32(e, NFTNL_EXPR_LOOKUP_DREG, *d);
+            }
+            match set {
+                SetName::Named(n) => {
+                    set_str(e, NFTNL_EXPR_LOOKUP_SET, n);
+                    if let Some(id) = ids.get(n) {
+                        set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, *id);
+                    }
+                }
+                SetName::Anonymous(i) => {
+                    set_str(e, NFTNL_EXPR_LOOKUP_SET, "__set%d");
+                    set_u32(e, NFTNL_EXPR_LOOKUP_SET_ID, anon_ids[*i]);
+                }
+            }
+            if *invert {
+                set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, bytecode::k::NFT_LOOKUP_F_INV);
+            }
+            e
+        }
+        Insn::Immediate { verdict, chain } => {
+            let e = new("immediate");
+            set_u32(e, NFTNL_EXPR_IMM_DREG, bytecode::k::NFT_REG_VERDICT);
+            set_u32(e, NFTNL_EXPR_IMM_VERDICT, *verdict as u32);
+            if let Some(c) = chain {
+                set_str(e, NFTNL_EXPR_IMM_CHAIN, c);
+            }
+            e
+        }
+        Insn::Numgen {
+            dreg,
+            modulus,
+            offset,
+        } => {
+            let e = new("numgen");
+            set_u32(e, NFTNL_EXPR_NG_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_NG_MODULUS, *modulus);
+            set_u32(e, NFTNL_EXPR_NG_TYPE, bytecode::k::NFT_NG_RANDOM);
+            if *offset != 0 {
+                set_u32(e, NFTNL_EXPR_NG_OFFSET, *offset);
+            }
+            e
+        }
+        Insn::Nat {
+            family,
+            reg_addr,
+            reg_proto,
+        } => {
+            let e = new("nat");
+            set_u32(e, NFTNL_EXPR_NAT_TYPE, bytecode::k::NFT_NAT_DNAT);
+            set_u32(e, NFTNL_EXPR_NAT_FAMILY, *family);
+            set_u32(e, NFTNL_EXPR_NAT_REG_ADDR_MIN, *reg_addr);
+            set_u32(e, NFTNL_EXPR_NAT_REG_PROTO_MIN, *reg_proto);
+            e
+        }
+        Insn::Masq { flags } => {
+            let e = new("masq");
+            if *flags != 0 {
+                set_u32(e, NFTNL_EXPR_MASQ_FLAGS, *flags);
+            }
+            e
+        }
+        Insn::Reject { kind, code } => {
+            let e = new("reject");
+            set_u32(e, NFTNL_EXPR_REJECT_TYPE, *kind);
+            unsafe { nftnl_expr_set_u8(e, NFTNL_EXPR_REJECT_CODE as u16, *code) };
+            e
+        }
+        Insn::Fib {
+            dreg,
+            flags,
+            result,
+        } => {
+            let e = new("fib");
+            set_u32(e, NFTNL_EXPR_FIB_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_FIB_RESULT, *result);
+            set_u32(e, NFTNL_EXPR_FIB_FLAGS, *flags);
+            e
+        }
+        Insn::Ct { key, dreg, dir } => {
+            let e = new("ct");
+            set_u32(e, NFTNL_EXPR_CT_KEY, *key);
+            set_u32(e, NFTNL_EXPR_CT_DREG, *dreg);
+            if let Some(d) = dir {
+                unsafe { nftnl_expr_set_u8(e, NFTNL_EXPR_CT_DIR as u16, *d) };
+            }
+            e
+        }
+        Insn::Dynset {
+            sreg_key,
+            sreg_data,
+            set,
+            timeout_ms,
+        } => {
+            let e = new("dynset");
+            set_u32(e, NFTNL_EXPR_DYNSET_SREG_KEY, *sreg_key);
+            set_u32(e, NFTNL_EXPR_DYNSET_SREG_DATA, *sreg_data);
+            set_u32(e, NFTNL_EXPR_DYNSET_OP, bytecode::k::NFT_DYNSET_OP_UPDATE);
+            unsafe { nftnl_expr_set_u64(e, NFTNL_EXPR_DYNSET_TIMEOUT as u16, *timeout_ms) };
+            set_str(e, NFTNL_EXPR_DYNSET_SET_NAME, set);
+            if let Some(id) = ids.get(set) {
+                set_u32(e, NFTNL_EXPR_DYNSET_SET_ID, *id);
+            }
+            e
+        }
+        Insn::Byteorder {
+            sreg,
+            dreg,
+            op,
+            len,
+            size,
+        } => {
+            let e = new("byteorder");
+            set_u32(e, NFTNL_EXPR_BYTEORDER_SREG, *sreg);
+            set_u32(e, NFTNL_EXPR_BYTEORDER_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_BYTEORDER_OP, *op);
+            set_u32(e, NFTNL_EXPR_BYTEORDER_LEN, *len);
+            set_u32(e, NFTNL_EXPR_BYTEORDER_SIZE, *size);
+            e
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The netlink backend against the real kernel, each test in a fresh network namespace of
+//! its own (a thread that unshares its network namespace; commands it starts inherit it).
+
+#[path = "../../nfcompile/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::{kernel_unavailable, skip};
+use nfcompile::model::{ElementData, Ruleset, Verdict};
+use nfcompile_netlink::{apply, ApplyError};
+
+/// Run `f` in a new, empty network namespace (only this thread enters it).
+fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            r,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .expect("test thread")
+}
+
+fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft").args(args).output().expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nft -j list ruleset` without what differs between two loads of the same ruleset.
+fn json_listing() -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_str(&nft(&["-j", "list", "ruleset"])).unwrap();
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(m) => {
+                m.remove("handle");
+                m.remove("metainfo");
+                m.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    strip(&mut v);
+    v
+}
+
+fn compile(path: &std::path::Path) -> Ruleset {
+    let src = nfcompile::front::Source::read(path).unwrap();
+    nfcompile::compile_sources(&[src], None).unwrap().0
+}
+
+#[test]
+fn netlink_apply_lists_exactly_like_nft_f_for_every_scenario() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "netlink_apply_lists_exactly_like_nft_f_for_every_scenario",
+            &reason,
+        );
+    }
+    let mut compared = 0;
+    for (name, path) in common::scenarios() {
+        let golden = common::golden_dir("nft").join(format!("{name}.nft"));
+        let ruleset = compile(&path);
+        let (text, json) = in_fresh_netns(move || {
+            nft(&["-f", golden.to_str().unwrap()]);
+            (nft(&["list", "ruleset"]), json_listing())
+        });
+        let (text2, json2) = in_fresh_netns(move || {
+            apply(&ruleset).unwrap_or_else(|e| panic!("{name}: {e}"));
+            (nft(&["list", "ruleset"]), json_listing())
+        });
+        assert!(
+            text == text2,
+            "{path:?}: nft list differs after netlink apply:\n{}",
+            common::first_differences(&text, &text2)
+        );
+        assert!(
+            json == json2,
+            "{path:?}: nft -j list differs after netlink apply"
+        );
+        compared += 1;
+    }
+    assert!(compared >= 13);
+}
+
+#[test]
+fn generated_clusters_list_exactly_like_nft_f() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("generated_clusters_list_exactly_like_nft_f", &reason);
+    }
+    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5)] {
+        let shape = nfcompile::synth::Shape {
+            services,
+            endpoints,
+            nodes,
+        };
+        let ruleset = nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap();
+        let text = nfcompile::emit::text::write_string(&ruleset);
+        let a = in_fresh_netns(move || {
+            let file =
+                std::env::temp_dir().join(format!("nfc-gen-{}-{services}.nft", std::process::id()));
+            std::fs::write(&file, text).unwrap();
+            nft(&["-f", file.to_str().unwrap()]);
+            std::fs::remove_file(&file).unwrap();
+            (nft(&["list", "ruleset"]), json_listing())
+        });
+        let b = in_fresh_netns(move || {
+            apply(&ruleset).unwrap();
+            (nft(&["list", "ruleset"]), json_listing())
+        });
+        assert!(
+            a.0 == b.0,
+            "{shape:?}:\n{}",
+            common::first_differences(&a.0, &b.0)
+        );
+        assert!(a.1 == b.1, "{shape:?}: JSON listings differ");
+    }
+}
+
+#[test]
+fn a_failing_batch_changes_nothing_and_names_the_culprit() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "a_failing_batch_changes_nothing_and_names_the_culprit",
+            &reason,
+        );
+    }
+    let good = compile(
+        &common::scenarios()
+            .into_iter()
+            .find(|(n, _)| n == "two-node-cluster")
+            .unwrap()
+            .1,
+    );
+    let mut bad = good.clone();
+    // The very last element of the batch points at a chain that does not exist.
+    let last_set = bad.tables[0]
+        .sets
+        .iter_mut()
+        .find(|s| s.name == "service-nodeports")
+        .unwrap();
+    let mut el = last_set.elements[0].clone();
+    el.key[1] = nfcompile::model::Value::Port(31999);
+    el.data = Some(ElementData::Verdict(Verdict::Goto("no-such-chain".into())));
+    last_set.elements.push(el);
+    let (before, after, err) = in_fresh_netns(move || {
+        apply(&good).unwrap();
+        let before = nft(&["list", "ruleset"]);
+        let err = apply(&bad).unwrap_err();
+        (before, nft(&["list", "ruleset"]), err)
+    });
+    assert_eq!(
+        before, after,
+        "a refused batch must leave the ruleset byte-for-byte unchanged"
+    );
+    match err {
+        ApplyError::Rejected { what, .. } => assert!(what.contains("service-nodeports"), "{what}"),
+        other => panic!("unexpected {other}"),
+    }
+}
+
+#[test]
+fn a_rule_with_a_missing_chain_names_it() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("a_rule_with_a_missing_chain_names_it", &reason);
+    }
+    let mut bad = compile(
+        &common::scenarios()
+            .into_iter()
+            .find(|(n, _)| n == "hairpin")
+            .unwrap()
+            .1,
+    );
+    let services = bad.tables[0]
+        .chains
+        .iter_mut()
+        .find(|c| c.name == "services")
+        .unwrap();
+    services.rules.push(nfcompile::model::Rule {
+        matches: vec![],
+        statements: vec![nfcompile::model::Statement::Verdict(Verdict::Jump(
+            "missing-chain".into(),
+        ))],
+        comment: None,
+    });
+    let err = in_fresh_netns(move || apply(&bad).unwrap_err()).to_string();
+    assert!(
+        err.contains("chain services") && err.contains("missing-chain"),
+        "{err}"
+    );
+}
