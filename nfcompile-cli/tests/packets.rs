@@ -1,7 +1,9 @@
 //! Real packets through the compiled rules: the VIP workshop (shared/seeds) in three network
 //! namespaces — a client on the public side, the router that is node + load balancer, and pod B.
-//! The router is programmed with the golden script by the real `nft -f`.
+//! The router is programmed twice over, in separate runs: with the golden script through the
+//! real `nft -f`, and with `nfcompile apply` over netlink.
 
+#[path = "../../nfcompile/tests/common/mod.rs"]
 mod common;
 
 use std::process::{Child, Command, Stdio};
@@ -61,8 +63,22 @@ fn connect(ns: &Netns, ip: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+enum Loader {
+    NftScript,
+    NetlinkApply,
+}
+
 #[test]
-fn vip_workshop_with_real_packets() {
+fn vip_workshop_with_real_packets_nft_f() {
+    vip_workshop(Loader::NftScript);
+}
+
+#[test]
+fn vip_workshop_with_real_packets_nfcompile_apply() {
+    vip_workshop(Loader::NetlinkApply);
+}
+
+fn vip_workshop(loader: Loader) {
     if let Some(reason) = kernel_unavailable() {
         return skip("vip_workshop_with_real_packets", &reason);
     }
@@ -102,9 +118,30 @@ fn vip_workshop_with_real_packets() {
     );
     sh(&client, "ip route add 192.168.10.100/32 dev c0");
 
-    router
-        .nft_load(&common::golden_dir("nft").join("vip-workshop.nft"))
-        .expect("the golden script loads");
+    match loader {
+        Loader::NftScript => router
+            .nft_load(&common::golden_dir("nft").join("vip-workshop.nft"))
+            .expect("the golden script loads"),
+        Loader::NetlinkApply => {
+            let input = common::scenarios()
+                .into_iter()
+                .find(|(n, _)| n == "vip-workshop")
+                .unwrap()
+                .1;
+            let out = router.exec(&[
+                env!("CARGO_BIN_EXE_nfcompile"),
+                "apply",
+                "-f",
+                input.to_str().unwrap(),
+            ]);
+            assert!(
+                out.status.success(),
+                "apply: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).starts_with("applied: 1 tables"));
+        }
+    }
 
     let _server = Server(
         Command::new("ip")
