@@ -9,8 +9,11 @@
 
 pub mod apply;
 pub mod bytecode;
+pub mod decode;
 pub mod encode;
+pub mod readback;
 pub mod sets;
 pub mod socket;
 
 pub use apply::{apply, ApplyError, Summary};
+pub use readback::{normalize, readback, ReadbackError};

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{kernel_unavailable, skip};
 use nfcompile::model::{ElementData, Ruleset, Verdict};
-use nfcompile_netlink::{apply, ApplyError};
+use nfcompile_netlink::{apply, normalize, readback, ApplyError};
 
 /// Run `f` in a new, empty network namespace (only this thread enters it).
 fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -198,4 +198,63 @@ fn a_rule_with_a_missing_chain_names_it() {
         err.contains("chain services") && err.contains("missing-chain"),
         "{err}"
     );
+}
+
+fn assert_round_trip(what: &str, ruleset: Ruleset) {
+    let mut want = ruleset.clone();
+    let mut got = in_fresh_netns(move || {
+        apply(&ruleset).unwrap();
+        readback().unwrap()
+    });
+    normalize(&mut want);
+    normalize(&mut got);
+    if want != got {
+        let a = nfcompile::emit::text::write_string(&want);
+        let b = nfcompile::emit::text::write_string(&got);
+        panic!(
+            "{what}: readback differs from what was applied:\n{}",
+            common::first_differences(&a, &b)
+        );
+    }
+}
+
+#[test]
+fn readback_of_an_apply_is_the_applied_model() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("readback_of_an_apply_is_the_applied_model", &reason);
+    }
+    for (name, path) in common::scenarios() {
+        assert_round_trip(&name, compile(&path));
+    }
+    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5)] {
+        let shape = nfcompile::synth::Shape {
+            services,
+            endpoints,
+            nodes,
+        };
+        assert_round_trip(
+            &format!("{shape:?}"),
+            nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap(),
+        );
+    }
+}
+
+#[test]
+fn readback_of_an_empty_namespace_is_empty_and_foreign_tables_are_ignored() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "readback_of_an_empty_namespace_is_empty_and_foreign_tables_are_ignored",
+            &reason,
+        );
+    }
+    let (empty, with_foreign, foreign_after) = in_fresh_netns(|| {
+        let empty = readback().unwrap();
+        nft(&["add", "table", "ip", "someone-else"]);
+        nft(&["add", "chain", "ip", "someone-else", "c"]);
+        let with_foreign = readback().unwrap();
+        (empty, with_foreign, nft(&["list", "ruleset"]))
+    });
+    assert!(empty.tables.is_empty());
+    assert!(with_foreign.tables.is_empty());
+    assert!(foreign_after.contains("someone-else"));
 }

@@ -507,7 +507,13 @@ impl<'a> FamilyLowering<'a> {
         }
         for range in disjoint(allowed) {
             let mut k = key.to_vec();
-            k.push(Value::Prefix(range));
+            // One canonical form per key: a single host is an address, not a /32 range.
+            let host = range.prefix() == if range.is_ipv4() { 32 } else { 128 };
+            k.push(if host {
+                Value::Addr(range.ip())
+            } else {
+                Value::Prefix(range)
+            });
             self.firewall_allow.push(element(k, None, None));
         }
     }

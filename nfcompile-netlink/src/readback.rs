@@ -1,0 +1,684 @@
+//! Reading our tables back from the kernel into the model: netlink dumps parsed by libnftnl,
+//! then [`crate::decode`]. Only tables named [`nfcompile::lower::TABLE`] are ever read.
+//!
+//! What the kernel adds or changes is normalised away: handles are not kept, anonymous sets
+//! are inlined into their rules, interval elements become prefixes again, and the contents
+//! of dynamic sets (session-affinity state, written by packets) are not part of a ruleset.
+//! Element order is the kernel's; [`normalize`] sorts elements for comparisons.
+
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::raw::c_void;
+
+use nfcompile::model::*;
+use nftnl::nftnl_sys as sys;
+
+use crate::bytecode::{Insn, SetName};
+use crate::decode::{self, decode_rule, fields_of_type, udata_str, DecodeError};
+use crate::sets::{flags, ElemData, ElemSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadbackError {
+    #[error("cannot read nf_tables: {0}")]
+    Io(#[from] io::Error),
+    #[error("permission denied: reading nf_tables needs CAP_NET_ADMIN (run as root)")]
+    NotPermitted,
+    #[error("{what}: {source}")]
+    Decode {
+        what: String,
+        #[source]
+        source: DecodeError,
+    },
+}
+
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_GETSET: u16 = 10;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const SUBSYS: u16 = 10 << 8;
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).expect("no NUL in names")
+}
+
+unsafe fn string(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        String::new()
+    } else {
+        unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+    }
+}
+
+struct Dumper {
+    socket: mnl::Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Dumper {
+    /// Send one request and hand every reply message of type `reply` to `each`. `Ok(false)`
+    /// when the kernel says the object does not exist.
+    fn request(
+        &mut self,
+        kind: u16,
+        family: u16,
+        flags: u16,
+        payload: &dyn Fn(*mut libc::nlmsghdr),
+        reply: u16,
+        each: &mut dyn FnMut(*const libc::nlmsghdr) -> Result<(), ReadbackError>,
+    ) -> Result<bool, ReadbackError> {
+        self.seq += 1;
+        let seq = self.seq;
+        let mut req = vec![0u8; 8192];
+        let hdr = unsafe {
+            sys::nftnl_nlmsg_build_hdr(
+                req.as_mut_ptr().cast(),
+                kind,
+                family,
+                flags | NLM_F_REQUEST,
+                seq,
+            )
+        };
+        payload(hdr);
+        let len = unsafe { (*hdr).nlmsg_len } as usize;
+        self.socket.send(&req[..len])?;
+        loop {
+            let n = self.socket.recv_raw(&mut self.buf)?;
+            let mut at = 0;
+            while at + 16 <= n {
+                let h = unsafe { &*(self.buf.as_ptr().add(at) as *const libc::nlmsghdr) };
+                let mlen = h.nlmsg_len as usize;
+                if mlen < 16 || at + mlen > n {
+                    break;
+                }
+                if h.nlmsg_seq == seq {
+                    match h.nlmsg_type {
+                        NLMSG_DONE => return Ok(true),
+                        NLMSG_ERROR => {
+                            let errno = -i32::from_ne_bytes(
+                                self.buf[at + 16..at + 20].try_into().expect("4"),
+                            );
+                            return match errno {
+                                0 => Ok(true),
+                                libc::ENOENT => Ok(false),
+                                libc::EPERM => Err(ReadbackError::NotPermitted),
+                                e => Err(io::Error::from_raw_os_error(e).into()),
+                            };
+                        }
+                        t if t == SUBSYS | reply => each(h)?,
+                        _ => {}
+                    }
+                }
+                at += mlen.div_ceil(4) * 4;
+            }
+        }
+    }
+}
+
+/// Our tables as the kernel holds them, one per family present.
+pub fn readback() -> Result<Ruleset, ReadbackError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let mut d = Dumper {
+        socket,
+        seq: 0,
+        buf: vec![0u8; 1 << 20],
+    };
+    let mut tables = Vec::new();
+    for family in Family::ALL {
+        if let Some(t) = read_table(&mut d, family)? {
+            tables.push(t);
+        }
+    }
+    Ok(Ruleset { tables })
+}
+
+fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackError> {
+    let fam = crate::bytecode::nfproto(family) as u16;
+    let name = nfcompile::lower::TABLE;
+    let tname = cstr(name);
+
+    // The table itself (a plain get: ENOENT when absent).
+    let mut comment = None;
+    let found = d.request(
+        NFT_MSG_GETTABLE,
+        fam,
+        NLM_F_ACK,
+        &|hdr| unsafe {
+            let t = sys::nftnl_table_alloc();
+            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, tname.as_ptr());
+            sys::nftnl_table_nlmsg_build_payload(hdr, t);
+            sys::nftnl_table_free(t);
+        },
+        NFT_MSG_NEWTABLE,
+        &mut |h| {
+            unsafe {
+                let t = sys::nftnl_table_alloc();
+                sys::nftnl_table_nlmsg_parse(h, t);
+                comment = udata(
+                    sys::nftnl_table_is_set(t, sys::NFTNL_TABLE_USERDATA as u16),
+                    |len| sys::nftnl_table_get_data(t, sys::NFTNL_TABLE_USERDATA as u16, len),
+                )
+                .and_then(|u| udata_str(&u, 0));
+                sys::nftnl_table_free(t);
+            }
+            Ok(())
+        },
+    )?;
+    if !found {
+        return Ok(None);
+    }
+
+    // Chains, in creation order.
+    let mut chains: Vec<Chain> = Vec::new();
+    d.request(
+        NFT_MSG_GETCHAIN,
+        fam,
+        NLM_F_DUMP,
+        &|hdr| unsafe {
+            let c = sys::nftnl_chain_alloc();
+            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+            sys::nftnl_chain_nlmsg_build_payload(hdr, c);
+            sys::nftnl_chain_free(c);
+        },
+        NFT_MSG_NEWCHAIN,
+        &mut |h| {
+            unsafe {
+                let c = sys::nftnl_chain_alloc();
+                sys::nftnl_chain_nlmsg_parse(h, c);
+                if string(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_TABLE as u16)) == name {
+                    chains.push(chain_of(c));
+                }
+                sys::nftnl_chain_free(c);
+            }
+            Ok(())
+        },
+    )?;
+
+    // Sets and maps; anonymous ones are kept aside for the rules that use them.
+    struct RawSet {
+        name: String,
+        flags: u32,
+        key: Vec<FieldType>,
+        data: Option<SetData>,
+        timeout: Option<u32>,
+        size: Option<u32>,
+        comment: Option<String>,
+    }
+    let mut raw_sets: Vec<RawSet> = Vec::new();
+    let mut bad: Option<ReadbackError> = None;
+    d.request(
+        NFT_MSG_GETSET,
+        fam,
+        NLM_F_DUMP,
+        &|hdr| unsafe {
+            let s = sys::nftnl_set_alloc();
+            sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+            sys::nftnl_set_nlmsg_build_payload(hdr, s);
+            sys::nftnl_set_free(s);
+        },
+        NFT_MSG_NEWSET,
+        &mut |h| {
+            unsafe {
+                let s = sys::nftnl_set_alloc();
+                sys::nftnl_set_nlmsg_parse(h, s);
+                let get = |a: u32| sys::nftnl_set_get_u32(s, a as u16);
+                let is = |a: u32| sys::nftnl_set_is_set(s, a as u16);
+                let set_name = string(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16));
+                if string(sys::nftnl_set_get_str(s, sys::NFTNL_SET_TABLE as u16)) == name {
+                    let f = get(sys::NFTNL_SET_FLAGS);
+                    let decoded = (|| -> Result<RawSet, DecodeError> {
+                        let key = fields_of_type(get(sys::NFTNL_SET_KEY_TYPE))?;
+                        let data = if f & flags::NFT_SET_MAP != 0 {
+                            let t = get(sys::NFTNL_SET_DATA_TYPE);
+                            Some(if t == flags::NFT_DATA_VERDICT {
+                                SetData::Verdict
+                            } else {
+                                SetData::Fields(fields_of_type(t)?)
+                            })
+                        } else {
+                            None
+                        };
+                        Ok(RawSet {
+                            name: set_name.clone(),
+                            flags: f,
+                            key,
+                            data,
+                            timeout: is(sys::NFTNL_SET_TIMEOUT).then(|| {
+                                (sys::nftnl_set_get_u64(s, sys::NFTNL_SET_TIMEOUT as u16) / 1000)
+                                    as u32
+                            }),
+                            size: is(sys::NFTNL_SET_DESC_SIZE)
+                                .then(|| get(sys::NFTNL_SET_DESC_SIZE)),
+                            comment: udata(is(sys::NFTNL_SET_USERDATA), |len| {
+                                sys::nftnl_set_get_data(s, sys::NFTNL_SET_USERDATA as u16, len)
+                            })
+                            .and_then(|u| udata_str(&u, 7)),
+                        })
+                    })();
+                    match decoded {
+                        Ok(r) => raw_sets.push(r),
+                        Err(source) => {
+                            bad = Some(ReadbackError::Decode {
+                                what: format!("set {set_name}"),
+                                source,
+                            })
+                        }
+                    }
+                }
+                sys::nftnl_set_free(s);
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+
+    // Elements, one dump per set (dynamic sets hold runtime state, not rules).
+    let mut sets = Vec::new();
+    let mut anonymous: HashMap<String, Vec<Value>> = HashMap::new();
+    for raw in raw_sets {
+        let elements = if raw.flags & flags::NFT_SET_EVAL != 0 {
+            Vec::new()
+        } else {
+            let specs = read_elements(d, fam, &raw.name)?;
+            decode::elements(raw.flags, &raw.key, raw.data.as_ref(), &specs).map_err(|source| {
+                ReadbackError::Decode {
+                    what: format!("elements of set {}", raw.name),
+                    source,
+                }
+            })?
+        };
+        if raw.flags & flags::NFT_SET_ANONYMOUS != 0 {
+            anonymous.insert(raw.name, elements.into_iter().flat_map(|e| e.key).collect());
+            continue;
+        }
+        let mut set_flags = SetFlags::empty();
+        if raw.flags & flags::NFT_SET_INTERVAL != 0 {
+            set_flags |= SetFlags::INTERVAL;
+        }
+        if raw.flags & flags::NFT_SET_TIMEOUT != 0 {
+            set_flags |= SetFlags::TIMEOUT;
+        }
+        if raw.flags & flags::NFT_SET_EVAL != 0 {
+            set_flags |= SetFlags::DYNAMIC;
+        }
+        sets.push(Set {
+            name: raw.name,
+            key: raw.key,
+            data: raw.data,
+            flags: set_flags,
+            timeout: raw.timeout,
+            size: raw.size,
+            comment: raw.comment,
+            elements,
+        });
+    }
+
+    // Rules, in chain order.
+    let mut by_chain: HashMap<String, Vec<Rule>> = HashMap::new();
+    let mut bad: Option<ReadbackError> = None;
+    d.request(
+        NFT_MSG_GETRULE,
+        fam,
+        NLM_F_DUMP,
+        &|hdr| unsafe {
+            let r = sys::nftnl_rule_alloc();
+            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+            sys::nftnl_rule_nlmsg_build_payload(hdr, r);
+            sys::nftnl_rule_free(r);
+        },
+        NFT_MSG_NEWRULE,
+        &mut |h| {
+            unsafe {
+                let r = sys::nftnl_rule_alloc();
+                sys::nftnl_rule_nlmsg_parse(h, r);
+                if string(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_TABLE as u16)) == name {
+                    let chain = string(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16));
+                    let insns = insns_of(r, &anonymous);
+                    let comment = udata(
+                        sys::nftnl_rule_is_set(r, sys::NFTNL_RULE_USERDATA as u16),
+                        |len| sys::nftnl_rule_get_data(r, sys::NFTNL_RULE_USERDATA as u16, len),
+                    )
+                    .and_then(|u| udata_str(&u, 0));
+                    let anon_values: Vec<Vec<Value>> = anon_order(r, &anonymous);
+                    let resolved = insns.and_then(|insns| {
+                        decode_rule(&insns, family, &|s| match s {
+                            SetName::Anonymous(i) => anon_values.get(*i).cloned(),
+                            SetName::Named(_) => None,
+                        })
+                    });
+                    match resolved {
+                        Ok((matches, statements)) => {
+                            by_chain.entry(chain).or_default().push(Rule {
+                                matches,
+                                statements,
+                                comment,
+                            })
+                        }
+                        Err(source) => {
+                            bad = Some(ReadbackError::Decode {
+                                what: format!("a rule of chain {chain}"),
+                                source,
+                            })
+                        }
+                    }
+                }
+                sys::nftnl_rule_free(r);
+            }
+            Ok(())
+        },
+    )?;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    for c in &mut chains {
+        c.rules = by_chain.remove(&c.name).unwrap_or_default();
+    }
+    Ok(Some(Table {
+        family,
+        name: name.to_string(),
+        comment,
+        sets,
+        chains,
+    }))
+}
+
+unsafe fn udata(present: bool, get: impl FnOnce(*mut u32) -> *const c_void) -> Option<Vec<u8>> {
+    if !present {
+        return None;
+    }
+    let mut len = 0u32;
+    let p = get(&mut len);
+    (!p.is_null())
+        .then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), len as usize) }.to_vec())
+}
+
+unsafe fn chain_of(c: *mut sys::nftnl_chain) -> Chain {
+    unsafe {
+        let is = |a: u32| sys::nftnl_chain_is_set(c, a as u16);
+        let base = is(sys::NFTNL_CHAIN_HOOKNUM).then(|| BaseChain {
+            kind: if string(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_TYPE as u16)) == "nat" {
+                ChainType::Nat
+            } else {
+                ChainType::Filter
+            },
+            hook: match sys::nftnl_chain_get_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16) as i32 {
+                libc::NF_INET_PRE_ROUTING => Hook::Prerouting,
+                libc::NF_INET_LOCAL_IN => Hook::Input,
+                libc::NF_INET_FORWARD => Hook::Forward,
+                libc::NF_INET_LOCAL_OUT => Hook::Output,
+                _ => Hook::Postrouting,
+            },
+            priority: sys::nftnl_chain_get_s32(c, sys::NFTNL_CHAIN_PRIO as u16),
+        });
+        Chain {
+            name: string(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_NAME as u16)),
+            base,
+            comment: udata(is(sys::NFTNL_CHAIN_USERDATA), |len| {
+                sys::nftnl_chain_get_data(c, sys::NFTNL_CHAIN_USERDATA as u16, len)
+            })
+            .and_then(|u| udata_str(&u, 0)),
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, ReadbackError> {
+    let (tname, sname) = (cstr(nfcompile::lower::TABLE), cstr(set));
+    let s = unsafe { sys::nftnl_set_alloc() };
+    unsafe {
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
+    }
+    let mut out = Vec::new();
+    let result = d.request(
+        NFT_MSG_GETSETELEM,
+        fam,
+        NLM_F_DUMP,
+        &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s) },
+        NFT_MSG_NEWSETELEM,
+        &mut |h| {
+            unsafe {
+                let parsed = sys::nftnl_set_alloc();
+                sys::nftnl_set_elems_nlmsg_parse(h, parsed);
+                let it = sys::nftnl_set_elems_iter_create(parsed);
+                loop {
+                    let e = sys::nftnl_set_elems_iter_next(it);
+                    if e.is_null() {
+                        break;
+                    }
+                    out.push(elem_of(e));
+                }
+                sys::nftnl_set_elems_iter_destroy(it);
+                sys::nftnl_set_free(parsed);
+            }
+            Ok(())
+        },
+    );
+    unsafe { sys::nftnl_set_free(s) };
+    result?;
+    Ok(out)
+}
+
+unsafe fn elem_of(e: *mut sys::nftnl_set_elem) -> ElemSpec {
+    unsafe {
+        let is = |a: u32| sys::nftnl_set_elem_is_set(e, a as u16);
+        let bytes = |a: u32| udata(is(a), |len| sys::nftnl_set_elem_get(e, a as u16, len));
+        let data = if is(sys::NFTNL_SET_ELEM_VERDICT) {
+            let code = sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_VERDICT as u16) as i32;
+            let chain = is(sys::NFTNL_SET_ELEM_CHAIN).then(|| {
+                string(sys::nftnl_set_elem_get_str(
+                    e,
+                    sys::NFTNL_SET_ELEM_CHAIN as u16,
+                ))
+            });
+            ElemData::Verdict(code, chain)
+        } else if let Some(b) = bytes(sys::NFTNL_SET_ELEM_DATA) {
+            ElemData::Bytes(b)
+        } else {
+            ElemData::None
+        };
+        ElemSpec {
+            key: bytes(sys::NFTNL_SET_ELEM_KEY).unwrap_or_default(),
+            key_end: bytes(sys::NFTNL_SET_ELEM_KEY_END),
+            flags: if is(sys::NFTNL_SET_ELEM_FLAGS) {
+                sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
+            } else {
+                0
+            },
+            data,
+            userdata: bytes(sys::NFTNL_SET_ELEM_USERDATA),
+        }
+    }
+}
+
+/// The anonymous sets a rule looks up, in the order its lookups name them.
+fn anon_order(r: *mut sys::nftnl_rule, anonymous: &HashMap<String, Vec<Value>>) -> Vec<Vec<Value>> {
+    let mut out = Vec::new();
+    for_each_expr(r, |e, kind| unsafe {
+        if kind == "lookup" {
+            let set = string(sys::nftnl_expr_get_str(
+                e,
+                sys::NFTNL_EXPR_LOOKUP_SET as u16,
+            ));
+            if let Some(v) = anonymous.get(&set) {
+                out.push(v.clone());
+            }
+        }
+    });
+    out
+}
+
+fn for_each_expr(r: *mut sys::nftnl_rule, mut f: impl FnMut(*mut sys::nftnl_expr, &str)) {
+    unsafe {
+        let it = sys::nftnl_expr_iter_create(r);
+        loop {
+            let e = sys::nftnl_expr_iter_next(it);
+            if e.is_null() {
+                break;
+            }
+            let kind = string(sys::nftnl_expr_get_str(e, sys::NFTNL_EXPR_NAME as u16));
+            f(e, &kind);
+        }
+        sys::nftnl_expr_iter_destroy(it);
+    }
+}
+
+/// A rule's expressions as instructions.
+fn insns_of(
+    r: *mut sys::nftnl_rule,
+    anonymous: &HashMap<String, Vec<Value>>,
+) -> Result<Vec<Insn>, DecodeError> {
+    let mut out = Vec::new();
+    let mut problem = None;
+    let mut anon_index = 0;
+    for_each_expr(r, |e, kind| unsafe {
+        let u32_ = |a: u32| sys::nftnl_expr_get_u32(e, a as u16);
+        let is = |a: u32| sys::nftnl_expr_is_set(e, a as u16);
+        let data =
+            |a: u32| udata(is(a), |len| sys::nftnl_expr_get(e, a as u16, len)).unwrap_or_default();
+        let str_ = |a: u32| string(sys::nftnl_expr_get_str(e, a as u16));
+        let insn = match kind {
+            "payload" => Insn::Payload {
+                base: u32_(sys::NFTNL_EXPR_PAYLOAD_BASE),
+                offset: u32_(sys::NFTNL_EXPR_PAYLOAD_OFFSET),
+                len: u32_(sys::NFTNL_EXPR_PAYLOAD_LEN),
+                dreg: u32_(sys::NFTNL_EXPR_PAYLOAD_DREG),
+            },
+            "meta" if is(sys::NFTNL_EXPR_META_DREG) => Insn::Meta {
+                key: u32_(sys::NFTNL_EXPR_META_KEY),
+                dreg: u32_(sys::NFTNL_EXPR_META_DREG),
+            },
+            "meta" => Insn::MetaSet {
+                key: u32_(sys::NFTNL_EXPR_META_KEY),
+                sreg: u32_(sys::NFTNL_EXPR_META_SREG),
+            },
+            "cmp" => Insn::Cmp {
+                sreg: u32_(sys::NFTNL_EXPR_CMP_SREG),
+                op: u32_(sys::NFTNL_EXPR_CMP_OP),
+                data: data(sys::NFTNL_EXPR_CMP_DATA),
+            },
+            "bitwise" => Insn::Bitwise {
+                sreg: u32_(sys::NFTNL_EXPR_BITWISE_SREG),
+                dreg: u32_(sys::NFTNL_EXPR_BITWISE_DREG),
+                mask: data(sys::NFTNL_EXPR_BITWISE_MASK),
+                xor: data(sys::NFTNL_EXPR_BITWISE_XOR),
+            },
+            "lookup" => {
+                let name = str_(sys::NFTNL_EXPR_LOOKUP_SET);
+                let set = if anonymous.contains_key(&name) {
+                    anon_index += 1;
+                    SetName::Anonymous(anon_index - 1)
+                } else {
+                    SetName::Named(name)
+                };
+                Insn::Lookup {
+                    sreg: u32_(sys::NFTNL_EXPR_LOOKUP_SREG),
+                    dreg: is(sys::NFTNL_EXPR_LOOKUP_DREG)
+                        .then(|| u32_(sys::NFTNL_EXPR_LOOKUP_DREG)),
+                    set,
+                    invert: is(sys::NFTNL_EXPR_LOOKUP_FLAGS)
+                        && u32_(sys::NFTNL_EXPR_LOOKUP_FLAGS) & 1 != 0,
+                }
+            }
+            "immediate" => Insn::Immediate {
+                verdict: u32_(sys::NFTNL_EXPR_IMM_VERDICT) as i32,
+                chain: is(sys::NFTNL_EXPR_IMM_CHAIN).then(|| str_(sys::NFTNL_EXPR_IMM_CHAIN)),
+            },
+            "numgen" => Insn::Numgen {
+                dreg: u32_(sys::NFTNL_EXPR_NG_DREG),
+                modulus: u32_(sys::NFTNL_EXPR_NG_MODULUS),
+                offset: if is(sys::NFTNL_EXPR_NG_OFFSET) {
+                    u32_(sys::NFTNL_EXPR_NG_OFFSET)
+                } else {
+                    0
+                },
+            },
+            "nat" => Insn::Nat {
+                family: u32_(sys::NFTNL_EXPR_NAT_FAMILY),
+                reg_addr: u32_(sys::NFTNL_EXPR_NAT_REG_ADDR_MIN),
+                reg_proto: u32_(sys::NFTNL_EXPR_NAT_REG_PROTO_MIN),
+            },
+            "masq" => Insn::Masq {
+                flags: if is(sys::NFTNL_EXPR_MASQ_FLAGS) {
+                    u32_(sys::NFTNL_EXPR_MASQ_FLAGS)
+                } else {
+                    0
+                },
+            },
+            "reject" => Insn::Reject {
+                kind: u32_(sys::NFTNL_EXPR_REJECT_TYPE),
+                code: sys::nftnl_expr_get_u8(e, sys::NFTNL_EXPR_REJECT_CODE as u16),
+            },
+            "fib" => Insn::Fib {
+                dreg: u32_(sys::NFTNL_EXPR_FIB_DREG),
+                flags: u32_(sys::NFTNL_EXPR_FIB_FLAGS),
+                result: u32_(sys::NFTNL_EXPR_FIB_RESULT),
+            },
+            "ct" => Insn::Ct {
+                key: u32_(sys::NFTNL_EXPR_CT_KEY),
+                dreg: u32_(sys::NFTNL_EXPR_CT_DREG),
+                dir: is(sys::NFTNL_EXPR_CT_DIR)
+                    .then(|| sys::nftnl_expr_get_u8(e, sys::NFTNL_EXPR_CT_DIR as u16)),
+            },
+            "dynset" => Insn::Dynset {
+                sreg_key: u32_(sys::NFTNL_EXPR_DYNSET_SREG_KEY),
+                sreg_data: u32_(sys::NFTNL_EXPR_DYNSET_SREG_DATA),
+                set: str_(sys::NFTNL_EXPR_DYNSET_SET_NAME),
+                timeout_ms: sys::nftnl_expr_get_u64(e, sys::NFTNL_EXPR_DYNSET_TIMEOUT as u16),
+            },
+            "byteorder" => Insn::Byteorder {
+                sreg: u32_(sys::NFTNL_EXPR_BYTEORDER_SREG),
+                dreg: u32_(sys::NFTNL_EXPR_BYTEORDER_DREG),
+                op: u32_(sys::NFTNL_EXPR_BYTEORDER_OP),
+                len: u32_(sys::NFTNL_EXPR_BYTEORDER_LEN),
+                size: u32_(sys::NFTNL_EXPR_BYTEORDER_SIZE),
+            },
+            other => {
+                problem
+                    .get_or_insert_with(|| DecodeError(format!("unexpected expression {other}")));
+                return;
+            }
+        };
+        out.push(insn);
+    });
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(out),
+    }
+}
+
+/// Sort every set's elements (and anonymous set values), so rulesets compare by content.
+pub fn normalize(ruleset: &mut Ruleset) {
+    for t in &mut ruleset.tables {
+        for s in &mut t.sets {
+            s.elements.sort();
+        }
+        for c in &mut t.chains {
+            for r in &mut c.rules {
+                for m in &mut r.matches {
+                    if let Match::Lookup {
+                        set: SetRef::Anonymous(v),
+                        ..
+                    } = m
+                    {
+                        v.sort();
+                    }
+                }
+            }
+        }
+    }
+}
