@@ -451,21 +451,14 @@ fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, R
         &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s) },
         NFT_MSG_NEWSETELEM,
         &mut |h| {
-            unsafe {
-                let parsed = sys::nftnl_set_alloc();
-                sys::nftnl_set_elems_nlmsg_parse(h, parsed);
-                let it = sys::nftnl_set_elems_iter_create(parsed);
-                loop {
-                    let e = sys::nftnl_set_elems_iter_next(it);
-                    if e.is_null() {
-                        break;
-                    }
-                    out.push(elem_of(e));
-                }
-                sys::nftnl_set_elems_iter_destroy(it);
-                sys::nftnl_set_free(parsed);
-            }
-            Ok(())
+            // Parsed here rather than by libnftnl: at 400k elements its per-attribute
+            // allocations dominate readback.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(h.cast::<u8>(), (*h).nlmsg_len as usize) };
+            parse_elements(&bytes[16 + 4..], &mut out).map_err(|source| ReadbackError::Decode {
+                what: format!("elements of set {set}"),
+                source,
+            })
         },
     );
     unsafe { sys::nftnl_set_free(s) };
@@ -473,36 +466,105 @@ fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, R
     Ok(out)
 }
 
-unsafe fn elem_of(e: *mut sys::nftnl_set_elem) -> ElemSpec {
-    unsafe {
-        let is = |a: u32| sys::nftnl_set_elem_is_set(e, a as u16);
-        let bytes = |a: u32| udata(is(a), |len| sys::nftnl_set_elem_get(e, a as u16, len));
-        let data = if is(sys::NFTNL_SET_ELEM_VERDICT) {
-            let code = sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_VERDICT as u16) as i32;
-            let chain = is(sys::NFTNL_SET_ELEM_CHAIN).then(|| {
-                string(sys::nftnl_set_elem_get_str(
-                    e,
-                    sys::NFTNL_SET_ELEM_CHAIN as u16,
-                ))
-            });
-            ElemData::Verdict(code, chain)
-        } else if let Some(b) = bytes(sys::NFTNL_SET_ELEM_DATA) {
-            ElemData::Bytes(b)
-        } else {
-            ElemData::None
-        };
-        ElemSpec {
-            key: bytes(sys::NFTNL_SET_ELEM_KEY).unwrap_or_default(),
-            key_end: bytes(sys::NFTNL_SET_ELEM_KEY_END),
-            flags: if is(sys::NFTNL_SET_ELEM_FLAGS) {
-                sys::nftnl_set_elem_get_u32(e, sys::NFTNL_SET_ELEM_FLAGS as u16)
-            } else {
-                0
-            },
-            data,
-            userdata: bytes(sys::NFTNL_SET_ELEM_USERDATA),
+/// Netlink attributes of one level: `(type without flags, payload)`.
+fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let kind = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let payload = &b[4..len];
+        b = &b[(len.div_ceil(4) * 4).min(b.len())..];
+        Some((kind, payload))
+    })
+}
+
+// enum nft_set_elem_list_attributes / nft_set_elem_attributes / nft_data_attributes
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+/// The elements of one NEWSETELEM message body (after the nfgenmsg header).
+fn parse_elements(body: &[u8], out: &mut Vec<ElemSpec>) -> Result<(), DecodeError> {
+    let value = |nested: &[u8]| {
+        attrs(nested)
+            .find(|(t, _)| *t == NFTA_DATA_VALUE)
+            .map(|(_, v)| v.to_vec())
+    };
+    for (t, list) in attrs(body) {
+        if t != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (t, elem) in attrs(list) {
+            if t != NFTA_LIST_ELEM {
+                continue;
+            }
+            let mut spec = ElemSpec {
+                key: Vec::new(),
+                key_end: None,
+                flags: 0,
+                data: ElemData::None,
+                userdata: None,
+            };
+            for (t, v) in attrs(elem) {
+                match t {
+                    NFTA_SET_ELEM_KEY => spec.key = value(v).unwrap_or_default(),
+                    NFTA_SET_ELEM_KEY_END => spec.key_end = value(v),
+                    NFTA_SET_ELEM_FLAGS if v.len() == 4 => {
+                        spec.flags = u32::from_be_bytes([v[0], v[1], v[2], v[3]])
+                    }
+                    NFTA_SET_ELEM_USERDATA => spec.userdata = Some(v.to_vec()),
+                    NFTA_SET_ELEM_DATA => {
+                        spec.data = match attrs(v).next() {
+                            Some((NFTA_DATA_VALUE, b)) => ElemData::Bytes(b.to_vec()),
+                            Some((NFTA_DATA_VERDICT, verdict)) => {
+                                let mut code = None;
+                                let mut chain = None;
+                                for (t, x) in attrs(verdict) {
+                                    match t {
+                                        NFTA_VERDICT_CODE if x.len() == 4 => {
+                                            code =
+                                                Some(i32::from_be_bytes([x[0], x[1], x[2], x[3]]))
+                                        }
+                                        NFTA_VERDICT_CHAIN => {
+                                            chain = Some(
+                                                String::from_utf8_lossy(x)
+                                                    .trim_end_matches('\0')
+                                                    .to_string(),
+                                            )
+                                        }
+                                        _ => {}
+                                    }
+                                }
+                                ElemData::Verdict(
+                                    code.ok_or_else(|| {
+                                        DecodeError("verdict without a code".into())
+                                    })?,
+                                    chain,
+                                )
+                            }
+                            _ => return Err(DecodeError("element data of an unknown kind".into())),
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            out.push(spec);
         }
     }
+    Ok(())
 }
 
 /// The anonymous sets a rule looks up, in the order its lookups name them.

@@ -76,6 +76,7 @@ pub mod names {
     pub const SERVICES_CHAIN: &str = "services";
     pub const MASQUERADING_CHAIN: &str = "masquerading";
     pub const AFFINITY_UPDATE_CHAIN: &str = "affinity-update";
+    pub const AFFINITY_LOOKUP_CHAIN: &str = "affinity-lookup";
     pub const REJECT_CHAIN: &str = "reject-chain";
 }
 
@@ -155,6 +156,27 @@ struct Behaviour {
     masq: Masq,
     affinity: bool,
     route: Route,
+    /// Which endpoint map holds the frontend's endpoints, of how many.
+    shard: Shard,
+}
+
+/// Endpoint maps are split in shards once they would hold more than [`SHARD_ELEMENTS`]
+/// elements: the kernel dumps a hash set by re-walking it from the start for every message,
+/// so reading one map of n elements back costs O(n²); shards keep n small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Shard {
+    index: u8,
+    count: u8,
+}
+
+impl Shard {
+    fn suffix(self) -> String {
+        if self.count > 1 {
+            format!("-shard{}", self.index)
+        } else {
+            String::new()
+        }
+    }
 }
 
 impl Behaviour {
@@ -179,6 +201,7 @@ impl Behaviour {
         if self.affinity {
             name.push_str("-affinity");
         }
+        name.push_str(&self.shard.suffix());
         match self.route {
             Route::Select(list) => name.push_str(&format!("-{}", list_token(list))),
             Route::LocalPolicy { cluster, local } => {
@@ -201,17 +224,64 @@ fn list_token(list: List) -> String {
     }
 }
 
-fn selection_chain_name(keyed: Keyed, list: List) -> String {
+fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
     format!(
-        "{}{}endpoints-{}",
+        "{}{}endpoints{}-{}",
         if keyed == Keyed::NodePort {
             "nodeport-"
         } else {
             ""
         },
         if list.local { "local-" } else { "" },
+        shard.suffix(),
         list.len
     )
+}
+
+fn endpoint_map_name(keyed: Keyed, shard: Shard) -> String {
+    let base = match keyed {
+        Keyed::Addr => names::ENDPOINTS,
+        Keyed::NodePort => names::NODEPORT_ENDPOINTS,
+    };
+    format!("{base}{}", shard.suffix())
+}
+
+/// Largest number of elements one endpoint map is meant to hold.
+pub const SHARD_ELEMENTS: usize = 32768;
+
+/// Shards for an estimated element count: a power of two, so that the shard of a frontend
+/// only moves when the cluster grows or shrinks past a threshold.
+fn shard_count(estimate: usize) -> u8 {
+    estimate
+        .div_ceil(SHARD_ELEMENTS)
+        .max(1)
+        .next_power_of_two()
+        .min(64) as u8
+}
+
+/// A frontend's shard: a stable hash of its key (FNV-1a), independent of other services.
+fn shard_of(key: &[Value], count: u8) -> Shard {
+    let mut h: u32 = 0x811c_9dc5;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u32::from(*b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+    };
+    for v in key {
+        match v {
+            Value::Addr(IpAddr::V4(a)) => eat(&a.octets()),
+            Value::Addr(IpAddr::V6(a)) => eat(&a.octets()),
+            Value::Proto(p) => eat(&[p.number()]),
+            Value::Port(p) => eat(&p.to_be_bytes()),
+            Value::Integer(i) => eat(&i.to_be_bytes()),
+            Value::Prefix(_) => {}
+        }
+    }
+    Shard {
+        index: (h % u32::from(count)) as u8,
+        count,
+    }
 }
 
 /// Where node ports are accepted in this family.
@@ -234,8 +304,9 @@ struct FamilyLowering<'a> {
     chain_names: HashMap<Behaviour, String>,
     service_ips: Vec<Element>,
     service_nodeports: Vec<Element>,
-    endpoints: Vec<Element>,
-    nodeport_endpoints: Vec<Element>,
+    /// Endpoint elements per shard, for address and node-port keys.
+    endpoints: Vec<Vec<Element>>,
+    nodeport_endpoints: Vec<Vec<Element>>,
     cluster_ips: BTreeSet<IpAddr>,
     firewall_services: Vec<Element>,
     firewall_allow: Vec<Element>,
@@ -258,8 +329,15 @@ impl<'a> FamilyLowering<'a> {
             chain_names: HashMap::new(),
             service_ips: Vec::new(),
             service_nodeports: Vec::new(),
-            endpoints: Vec::new(),
-            nodeport_endpoints: Vec::new(),
+            endpoints: vec![
+                Vec::new();
+                shard_count(estimate(cluster, family, Keyed::Addr)) as usize
+            ],
+            nodeport_endpoints: vec![
+                Vec::new();
+                shard_count(estimate(cluster, family, Keyed::NodePort))
+                    as usize
+            ],
             cluster_ips: BTreeSet::new(),
             firewall_services: Vec::new(),
             firewall_allow: Vec::new(),
@@ -432,16 +510,23 @@ impl<'a> FamilyLowering<'a> {
         // as a script that loads, so IPv6 frontends choose at random (`validate::warnings` says so).
         let affinity =
             svc.session_affinity_timeout.is_some() && longest > 1 && self.family == Family::Ipv4;
+        let keyed = if role == Role::NodePort {
+            Keyed::NodePort
+        } else {
+            Keyed::Addr
+        };
+        let shards = match keyed {
+            Keyed::Addr => &mut self.endpoints,
+            Keyed::NodePort => &mut self.nodeport_endpoints,
+        };
+        let shard = shard_of(key, shards.len() as u8);
+        let map = &mut shards[shard.index as usize];
         let behaviour = Behaviour {
             role,
             masq,
             affinity,
             route,
-        };
-        let keyed = behaviour.keyed();
-        let map = match keyed {
-            Keyed::Addr => &mut self.endpoints,
-            Keyed::NodePort => &mut self.nodeport_endpoints,
+            shard,
         };
         let mut lists: Vec<List> = match route {
             Route::Select(l) => vec![l],
@@ -538,19 +623,17 @@ impl<'a> FamilyLowering<'a> {
         }
         let keyed = b.keyed();
         if b.affinity {
-            let f = self.family;
             rules.push(rule(
                 vec![],
-                vec![Statement::DnatMap {
-                    family: f,
-                    key: vec![Expr::Saddr(f), Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
-                    map: names::AFFINITY.to_string(),
-                }],
+                vec![Statement::Verdict(Verdict::Jump(
+                    names::AFFINITY_LOOKUP_CHAIN.to_string(),
+                ))],
                 Some("session affinity"),
             ));
         }
-        let goto =
-            |list: List| Statement::Verdict(Verdict::Goto(selection_chain_name(keyed, list)));
+        let goto = |list: List| {
+            Statement::Verdict(Verdict::Goto(selection_chain_name(keyed, b.shard, list)))
+        };
         match b.route {
             Route::Select(list) => rules.push(rule(vec![], vec![goto(list)], None)),
             Route::LocalPolicy { cluster, local } => {
@@ -594,12 +677,12 @@ impl<'a> FamilyLowering<'a> {
         for b in self.behaviours.values() {
             match b.route {
                 Route::Select(l) => {
-                    wanted.insert((b.keyed(), l));
+                    wanted.insert((b.keyed(), b.shard, l));
                 }
                 Route::LocalPolicy { cluster, local } => {
-                    wanted.insert((b.keyed(), cluster));
+                    wanted.insert((b.keyed(), b.shard, cluster));
                     if let Some(l) = local {
-                        wanted.insert((b.keyed(), l));
+                        wanted.insert((b.keyed(), b.shard, l));
                     }
                 }
             }
@@ -607,7 +690,7 @@ impl<'a> FamilyLowering<'a> {
         let f = self.family;
         wanted
             .into_iter()
-            .map(|(keyed, list)| {
+            .map(|(keyed, shard, list)| {
                 let mut key = match keyed {
                     Keyed::Addr => vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
                     Keyed::NodePort => vec![Expr::L4Proto, Expr::Dport],
@@ -616,12 +699,9 @@ impl<'a> FamilyLowering<'a> {
                     modulus: list.len as u32,
                     offset: if list.local { LOCAL_SLOT_OFFSET } else { 0 },
                 });
-                let map = match keyed {
-                    Keyed::Addr => names::ENDPOINTS,
-                    Keyed::NodePort => names::NODEPORT_ENDPOINTS,
-                };
+                let map = endpoint_map_name(keyed, shard);
                 Chain {
-                    name: selection_chain_name(keyed, list),
+                    name: selection_chain_name(keyed, shard, list),
                     base: None,
                     comment: None,
                     rules: vec![rule(
@@ -629,7 +709,7 @@ impl<'a> FamilyLowering<'a> {
                         vec![Statement::DnatMap {
                             family: f,
                             key,
-                            map: map.to_string(),
+                            map,
                         }],
                         None,
                     )],
@@ -975,23 +1055,41 @@ impl<'a> FamilyLowering<'a> {
 
         let mut ep_key = addr_key_types;
         ep_key.push(FieldType::Slot);
-        sets.push(set(
-            names::ENDPOINTS,
-            ep_key,
-            Some(endpoint_data.clone()),
-            self.endpoints,
-            "frontend . slot → endpoint",
-        ));
+        let count = self.endpoints.len() as u8;
+        for (index, elements) in self.endpoints.into_iter().enumerate() {
+            sets.push(set(
+                &endpoint_map_name(
+                    Keyed::Addr,
+                    Shard {
+                        index: index as u8,
+                        count,
+                    },
+                ),
+                ep_key.clone(),
+                Some(endpoint_data.clone()),
+                elements,
+                "frontend . slot → endpoint",
+            ));
+        }
         if !matches!(self.node_port_dest, NodePortDest::None) {
             let mut np_key = port_key_types;
             np_key.push(FieldType::Slot);
-            sets.push(set(
-                names::NODEPORT_ENDPOINTS,
-                np_key,
-                Some(endpoint_data),
-                self.nodeport_endpoints,
-                "node port . slot → endpoint",
-            ));
+            let count = self.nodeport_endpoints.len() as u8;
+            for (index, elements) in self.nodeport_endpoints.into_iter().enumerate() {
+                sets.push(set(
+                    &endpoint_map_name(
+                        Keyed::NodePort,
+                        Shard {
+                            index: index as u8,
+                            count,
+                        },
+                    ),
+                    np_key.clone(),
+                    Some(endpoint_data.clone()),
+                    elements,
+                    "node port . slot → endpoint",
+                ));
+            }
         }
 
         Table {
@@ -1049,12 +1147,31 @@ impl<'a> FamilyLowering<'a> {
                 ));
             }
         }
-        let mut chains = vec![Chain {
-            name: names::AFFINITY_UPDATE_CHAIN.into(),
+        // One lookup rule for every frontend with affinity: a DNAT from the map ends the
+        // packet's evaluation; no entry returns to the behaviour chain, which selects.
+        let lookup = Chain {
+            name: names::AFFINITY_LOOKUP_CHAIN.into(),
             base: None,
             comment: None,
-            rules: update,
-        }];
+            rules: vec![rule(
+                vec![],
+                vec![Statement::DnatMap {
+                    family: f,
+                    key: vec![Expr::Saddr(f), Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
+                    map: names::AFFINITY.to_string(),
+                }],
+                None,
+            )],
+        };
+        let mut chains = vec![
+            lookup,
+            Chain {
+                name: names::AFFINITY_UPDATE_CHAIN.into(),
+                base: None,
+                comment: None,
+                rules: update,
+            },
+        ];
         for &timeout in &self.affinity_timeouts {
             let rules = self
                 .protocols
@@ -1086,6 +1203,36 @@ impl<'a> FamilyLowering<'a> {
         }
         chains
     }
+}
+
+/// An upper bound of the endpoint elements of `keyed` frontends in `family`, from the input
+/// alone (before endpoint choice), to pick the shard count.
+fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
+    cluster
+        .services
+        .iter()
+        .filter(|s| s.cluster_ips.iter().any(|ip| Family::of(ip) == family))
+        .map(|s| {
+            let endpoints = s
+                .endpoints
+                .iter()
+                .filter(|e| Family::of(&e.address) == family)
+                .count();
+            let frontends = match keyed {
+                Keyed::Addr => {
+                    let external = s
+                        .external_ips
+                        .iter()
+                        .chain(&s.load_balancer_ips)
+                        .filter(|ip| Family::of(ip) == family)
+                        .count();
+                    s.ports.len() * (1 + external)
+                }
+                Keyed::NodePort => s.ports.iter().filter(|p| p.node_port.is_some()).count(),
+            };
+            frontends * endpoints
+        })
+        .sum()
 }
 
 fn affinity_chain_name(timeout: u32) -> String {

@@ -243,3 +243,41 @@ fn ipv6_frontends_have_no_affinity_machinery() {
     assert!(t.set(names::AFFINITY).is_none());
     assert_eq!(crate::validate::warnings(&c).len(), 1);
 }
+
+#[test]
+fn large_endpoint_maps_are_sharded_and_stay_bounded() {
+    let t = compile(&cluster(Shape {
+        services: 3000,
+        endpoints: 20,
+        nodes: 10,
+    }));
+    let shards: Vec<&Set> = t
+        .sets
+        .iter()
+        .filter(|s| s.name.starts_with("endpoints-shard"))
+        .collect();
+    assert_eq!(
+        shards.len(),
+        2,
+        "{:?}",
+        t.sets.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let total: usize = shards.iter().map(|s| s.elements.len()).sum();
+    for s in &shards {
+        // Balanced by the hash, and each well under what dumps slowly.
+        assert!(
+            s.elements.len() < SHARD_ELEMENTS + SHARD_ELEMENTS / 4,
+            "{} has {}",
+            s.name,
+            s.elements.len()
+        );
+        assert!(s.elements.len() * 3 > total, "unbalanced shards");
+    }
+    for (set, n) in references(&t) {
+        assert!(n <= 8, "{set} is referenced by {n} rules");
+    }
+    // Every frontend's elements are in the shard its behaviour chain selects from.
+    let mut rs = Ruleset { tables: vec![t] };
+    crate::optimize::run(&mut rs);
+    assert!(crate::emit::text::write_string(&rs).contains("map @endpoints-shard1"));
+}

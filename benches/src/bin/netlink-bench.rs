@@ -1,0 +1,102 @@
+//! Cold apply over netlink vs `nft -f` of the same ruleset, and readback, per cluster size,
+//! each in a fresh network namespace. Needs root. Usage: netlink-bench [SERVICES…]
+//! (default 1000 5000 50000; 5 endpoints per service over 10 nodes). Prints a Markdown table.
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn thread_sys() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    Duration::from_secs(ru.ru_stime.tv_sec as u64)
+        + Duration::from_micros(ru.ru_stime.tv_usec as u64)
+}
+
+fn children_sys() -> Duration {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+    Duration::from_secs(ru.ru_stime.tv_sec as u64)
+        + Duration::from_micros(ru.ru_stime.tv_usec as u64)
+}
+
+/// Run `f` on a thread of its own in a new, empty network namespace.
+fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        assert_eq!(
+            unsafe { libc::unshare(libc::CLONE_NEWNET) },
+            0,
+            "unshare needs root"
+        );
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.3} s", d.as_secs_f64())
+}
+
+fn main() {
+    let sizes: Vec<usize> = {
+        let args: Vec<usize> = std::env::args()
+            .skip(1)
+            .map(|a| a.parse().expect("a number"))
+            .collect();
+        if args.is_empty() {
+            vec![1000, 5000, 50000]
+        } else {
+            args
+        }
+    };
+    println!("| services × 5 | elements | netlink apply (wall) | kernel (sys) | wall / kernel | nft -f (wall) | nft -f sys | nft -f / apply | readback (kernel) |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for n in sizes {
+        let shape = nfcompile::synth::Shape {
+            services: n,
+            endpoints: 5,
+            nodes: 10,
+        };
+        let ruleset = nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap();
+        let text = nfcompile::emit::text::write_string(&ruleset);
+        let rs = ruleset.clone();
+        let (summary, wall, sys, rb) = in_fresh_netns(move || {
+            let (s0, t0) = (thread_sys(), Instant::now());
+            let summary = nfcompile_netlink::apply(&rs).expect("apply");
+            let (wall, sys) = (t0.elapsed(), thread_sys() - s0);
+            let (s1, t1) = (thread_sys(), Instant::now());
+            let back = nfcompile_netlink::readback().expect("readback");
+            let rb = t1.elapsed();
+            let rb_sys = thread_sys() - s1;
+            assert_eq!(back.tables.len(), rs.tables.len());
+            (summary, wall, sys, (rb, rb_sys))
+        });
+        let (nft_wall, nft_sys) = in_fresh_netns(move || {
+            let file =
+                std::env::temp_dir().join(format!("netlink-bench-{}-{n}.nft", std::process::id()));
+            std::fs::write(&file, text).unwrap();
+            let (s0, t0) = (children_sys(), Instant::now());
+            let ok = Command::new("nft")
+                .arg("-f")
+                .arg(&file)
+                .status()
+                .expect("nft")
+                .success();
+            let r = (t0.elapsed(), children_sys() - s0);
+            std::fs::remove_file(&file).unwrap();
+            assert!(ok, "nft -f failed");
+            r
+        });
+        println!(
+            "| {n} | {} | {} | {} | {:.2}× | {} | {} | {:.2}× | {} ({}) |",
+            summary.elements,
+            secs(wall),
+            secs(sys),
+            wall.as_secs_f64() / sys.as_secs_f64(),
+            secs(nft_wall),
+            secs(nft_sys),
+            nft_wall.as_secs_f64() / wall.as_secs_f64(),
+            secs(rb.0),
+            secs(rb.1)
+        );
+    }
+}
