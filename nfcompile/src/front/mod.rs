@@ -199,6 +199,11 @@ fn split_yaml(text: &str) -> Vec<(usize, &str)> {
 /// Read the inputs and build the IR: native if they are a native document, Kubernetes otherwise.
 /// Warnings (skipped kinds, ignored objects) are returned for the caller to show.
 pub fn load(sources: &[Source], node: Option<&str>) -> Result<(Cluster, Vec<String>), InputError> {
+    if let [source] = sources {
+        if let Some(cluster) = native::from_json_text(source, node)? {
+            return Ok((cluster, Vec::new()));
+        }
+    }
     let docs = documents(sources)?;
     let native = docs
         .iter()
@@ -232,6 +237,31 @@ pub fn load(sources: &[Source], node: Option<&str>) -> Result<(Cluster, Vec<Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_json_fast_path_reads_what_the_generic_path_reads() {
+        let cluster = crate::synth::cluster(crate::synth::Shape {
+            services: 30,
+            endpoints: 2,
+            nodes: 2,
+        });
+        let mut v = serde_json::to_value(&cluster).unwrap();
+        v["apiVersion"] = NATIVE_API_VERSION.into();
+        v["kind"] = "Cluster".into();
+        let src = Source {
+            name: "c.json".into(),
+            text: v.to_string(),
+        };
+        let fast = native::from_json_text(&src, None)
+            .unwrap()
+            .expect("fast path taken");
+        let doc = documents(std::slice::from_ref(&src)).unwrap().remove(0);
+        let generic = native::to_ir(doc, None).unwrap();
+        assert_eq!(fast, generic);
+        assert_eq!(fast, cluster);
+        // A wrong node is refused on the fast path too.
+        assert!(native::from_json_text(&src, Some("elsewhere")).is_err());
+    }
 
     #[test]
     fn documents_know_their_lines() {
