@@ -98,7 +98,8 @@ fn generated_clusters_list_exactly_like_nft_f() {
     if let Some(reason) = kernel_unavailable() {
         return skip("generated_clusters_list_exactly_like_nft_f", &reason);
     }
-    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5)] {
+    // The last shape is large enough for two endpoint-map shards.
+    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5), (1700, 20, 4)] {
         let shape = nfcompile::synth::Shape {
             services,
             endpoints,
@@ -226,7 +227,8 @@ fn readback_of_an_apply_is_the_applied_model() {
     for (name, path) in common::scenarios() {
         assert_round_trip(&name, compile(&path));
     }
-    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5)] {
+    // The last shape is large enough for two endpoint-map shards.
+    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5), (1700, 20, 4)] {
         let shape = nfcompile::synth::Shape {
             services,
             endpoints,

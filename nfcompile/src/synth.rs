@@ -69,3 +69,204 @@ pub fn cluster(shape: Shape) -> Cluster {
     }
     b.build()
 }
+
+/// A small deterministic generator (xorshift64*), so property tests need no dependency and
+/// every failure reproduces from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    pub fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+/// A random but valid cluster of up to `services` services, exercising every feature the
+/// lowering has: families, protocols, traffic policies, affinity, source ranges, node ports,
+/// endpoint conditions, masquerade settings and pod detection modes.
+pub fn random(seed: u64, services: usize) -> Cluster {
+    use crate::ir::{DetectLocal, Hints, NodePortAddresses, ServicePort};
+    use std::net::Ipv6Addr;
+
+    let mut r = Rng::new(seed);
+    let dual = r.chance(50);
+    let v6 = |n: u32| {
+        IpAddr::V6(Ipv6Addr::new(
+            0xfd00,
+            0,
+            0,
+            0,
+            0,
+            0,
+            (n >> 16) as u16,
+            n as u16,
+        ))
+    };
+    let mut node_addrs = vec![v4(0xC0A8_0001)];
+    if dual {
+        node_addrs.push(v6(0x1_0001));
+    }
+    if r.chance(30) {
+        node_addrs.push(v4(0xAC14_0001)); // a second IPv4 address, not primary
+    }
+    let mut b = ClusterBuilder::new("node-0", node_addrs.clone())
+        .cluster_cidr("10.128.0.0/9".parse().expect("valid"))
+        .masquerade_bit(r.below(32) as i32)
+        .masquerade_all(r.chance(20));
+    if dual {
+        b = b.cluster_cidr("fd00:10::/32".parse().expect("valid"));
+    }
+    if r.chance(50) {
+        b = b.service_cidr("10.96.0.0/12".parse().expect("valid"));
+    }
+    let mut cluster = b.build();
+    cluster.node.zone = r.chance(50).then(|| "zone-a".to_string());
+    cluster.config.detect_local = match r.below(3) {
+        0 => DetectLocal::ClusterCidr,
+        1 => DetectLocal::InterfaceNamePrefix("veth".into()),
+        _ => DetectLocal::BridgeInterface("cni0".into()),
+    };
+    cluster.config.node_port_addresses = match r.below(3) {
+        0 => vec![],
+        1 => vec![
+            NodePortAddresses::Primary,
+            NodePortAddresses::Cidr("172.20.0.0/16".parse().expect("valid")),
+        ],
+        _ => vec![NodePortAddresses::Cidr("0.0.0.0/0".parse().expect("valid"))],
+    };
+
+    let mut next_ip = 1u32;
+    let mut take = || {
+        next_ip += 1;
+        next_ip
+    };
+    let mut node_port = 30000;
+    for i in 0..services {
+        let want_v4 = !dual || r.below(3) != 1;
+        let want_v6 = dual && (!want_v4 || r.chance(50));
+        let n = take();
+        let first = if want_v4 {
+            v4(0x0A60_0000 + n)
+        } else {
+            v6(0x60_0000 + n)
+        };
+        let mut s = ServiceBuilder::new("ns", &format!("svc-{i}"), first);
+        if want_v4 && want_v6 {
+            s = s.cluster_ip(v6(0x60_0000 + n));
+        }
+        let families: Vec<bool> = [want_v4.then_some(true), want_v6.then_some(false)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut svc = s.build();
+        for p in 0..=r.below(2) as usize {
+            let protocol = Protocol::ALL[r.below(3) as usize];
+            let port = 80 + p as i32 * 1000 + r.below(3) as i32;
+            let np = r.chance(40).then(|| {
+                node_port += 1;
+                node_port
+            });
+            svc.ports.push(ServicePort {
+                name: format!("p{p}"),
+                protocol,
+                port,
+                node_port: np,
+            });
+        }
+        for _ in 0..r.below(3) {
+            let n = take();
+            let ipv4 = families[r.below(families.len() as u64) as usize];
+            let ip = if ipv4 {
+                v4(0xAC10_0000 + n)
+            } else {
+                v6(0xAC_0000 + n)
+            };
+            if r.chance(70) {
+                svc.load_balancer_ips.push(ip);
+            } else {
+                svc.external_ips.push(ip);
+            }
+        }
+        if r.chance(30) {
+            svc.load_balancer_source_ranges
+                .push("203.0.113.0/24".parse().expect("valid"));
+            if r.chance(50) {
+                svc.load_balancer_source_ranges
+                    .push("192.168.0.0/16".parse().expect("valid"));
+            }
+            if dual && r.chance(50) {
+                svc.load_balancer_source_ranges
+                    .push("2001:db8::/32".parse().expect("valid"));
+            }
+        }
+        if r.chance(30) {
+            svc.external_traffic_policy = TrafficPolicy::Local;
+        }
+        if r.chance(20) {
+            svc.internal_traffic_policy = TrafficPolicy::Local;
+        }
+        if r.chance(25) {
+            svc.session_affinity_timeout = Some([60, 600, 10800][r.below(3) as usize]);
+        }
+        let zones = r.chance(30);
+        for _ in 0..r.below(7) {
+            let n = take();
+            let ipv4 = families[r.below(families.len() as u64) as usize];
+            let ready = r.chance(80);
+            svc.endpoints.push(Endpoint {
+                address: if ipv4 {
+                    v4(0x0A80_0000 + n)
+                } else {
+                    v6(0x10_0000_u32.wrapping_add(n))
+                },
+                node_name: Some(format!("node-{}", r.below(4))),
+                ready,
+                serving: ready || r.chance(50),
+                terminating: !ready && r.chance(70),
+                hints: zones.then(|| Hints {
+                    for_zones: vec![["zone-a", "zone-b"][r.below(2) as usize].to_string()],
+                    for_nodes: vec![],
+                }),
+                ports: svc
+                    .ports
+                    .iter()
+                    .map(|p| EndpointPort {
+                        name: p.name.clone(),
+                        protocol: p.protocol,
+                        port: 8000 + p.port,
+                    })
+                    .collect(),
+            });
+        }
+        cluster.services.push(svc);
+    }
+    cluster
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn random_clusters_are_valid_and_deterministic() {
+        for seed in 0..200 {
+            let c = super::random(seed, 25);
+            if let Err(e) = crate::validate::validate(&c) {
+                panic!("seed {seed}: {e}");
+            }
+            assert_eq!(c, super::random(seed, 25));
+        }
+    }
+}
