@@ -227,17 +227,8 @@ fn readback_of_an_apply_is_the_applied_model() {
     for (name, path) in common::scenarios() {
         assert_round_trip(&name, compile(&path));
     }
-    // The last shape is large enough for two endpoint-map shards.
-    for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5), (1700, 20, 4)] {
-        let shape = nfcompile::synth::Shape {
-            services,
-            endpoints,
-            nodes,
-        };
-        assert_round_trip(
-            &format!("{shape:?}"),
-            nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap(),
-        );
+    for (what, ruleset) in generated() {
+        assert_round_trip(&what, ruleset);
     }
 }
 
