@@ -93,23 +93,42 @@ fn netlink_apply_lists_exactly_like_nft_f_for_every_scenario() {
     assert!(compared >= 13);
 }
 
-#[test]
-fn generated_clusters_list_exactly_like_nft_f() {
-    if let Some(reason) = kernel_unavailable() {
-        return skip("generated_clusters_list_exactly_like_nft_f", &reason);
-    }
-    // The last shape is large enough for two endpoint-map shards.
+/// Fixed shapes (the last one large enough for two endpoint-map shards) and seeded random
+/// clusters from `nfcompile::synth::random`.
+fn generated() -> Vec<(String, Ruleset)> {
+    let mut out = Vec::new();
     for (services, endpoints, nodes) in [(60, 3, 3), (200, 1, 2), (41, 7, 5), (1700, 20, 4)] {
         let shape = nfcompile::synth::Shape {
             services,
             endpoints,
             nodes,
         };
-        let ruleset = nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap();
+        let cluster = nfcompile::synth::cluster(shape);
+        out.push((format!("{shape:?}"), nfcompile::compile(&cluster).unwrap()));
+    }
+    for seed in 1..=16 {
+        let cluster = nfcompile::synth::random(seed, 30);
+        out.push((
+            format!("random seed {seed}"),
+            nfcompile::compile(&cluster).unwrap(),
+        ));
+    }
+    out
+}
+
+#[test]
+fn generated_clusters_list_exactly_like_nft_f() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("generated_clusters_list_exactly_like_nft_f", &reason);
+    }
+    let all = generated();
+    assert!(all
+        .iter()
+        .any(|(_, r)| r.tables[0].set("endpoints-shard1").is_some()));
+    for (i, (what, ruleset)) in all.into_iter().enumerate() {
         let text = nfcompile::emit::text::write_string(&ruleset);
         let a = in_fresh_netns(move || {
-            let file =
-                std::env::temp_dir().join(format!("nfc-gen-{}-{services}.nft", std::process::id()));
+            let file = std::env::temp_dir().join(format!("nfc-gen-{}-{i}.nft", std::process::id()));
             std::fs::write(&file, text).unwrap();
             nft(&["-f", file.to_str().unwrap()]);
             std::fs::remove_file(&file).unwrap();
@@ -121,10 +140,10 @@ fn generated_clusters_list_exactly_like_nft_f() {
         });
         assert!(
             a.0 == b.0,
-            "{shape:?}:\n{}",
+            "{what}:\n{}",
             common::first_differences(&a.0, &b.0)
         );
-        assert!(a.1 == b.1, "{shape:?}: JSON listings differ");
+        assert!(a.1 == b.1, "{what}: JSON listings differ");
     }
 }
 
