@@ -143,6 +143,13 @@ fn vip_workshop(loader: Loader) {
         }
     }
 
+    // The workshop's Step 2: public clients may not reach the pod network directly. A table of
+    // its own, beside nfcompile's (which must leave it alone): only DNATed flows pass.
+    sh(
+        &router,
+        "nft add table ip workshop && nft 'add chain ip workshop forward { type filter hook forward priority 0; }' && nft add rule ip workshop forward ct status dnat accept && nft add rule ip workshop forward iifname r0 oifname r1 drop",
+    );
+
     let _server = Server(
         Command::new("ip")
             .args([
@@ -164,6 +171,8 @@ fn vip_workshop(loader: Loader) {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    // Directly: blocked by the workshop's firewall (the SYN is dropped, so it times out).
+    assert_eq!(connect(&client, "192.168.20.20", 80), "TIMEOUT");
     // Through the VIP: DNAT to pod B, masqueraded to the router's pod-side address.
     for _ in 0..5 {
         assert_eq!(
