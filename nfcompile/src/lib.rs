@@ -11,6 +11,7 @@
 //! Every stage is a separate module with one entry point; backends read only the model.
 //! The layout of the generated ruleset, and why it scales, is documented in [`lower`].
 
+pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod front;

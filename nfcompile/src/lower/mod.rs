@@ -1018,7 +1018,9 @@ impl<'a> FamilyLowering<'a> {
                 "client . frontend → the endpoint it was sent to",
             );
             aff.flags = SetFlags::DYNAMIC | SetFlags::TIMEOUT;
-            aff.timeout = self.affinity_timeouts.iter().max().copied();
+            // Every update sets its own timeout; a fixed default keeps the declaration (and so
+            // incremental updates) independent of which services have affinity.
+            aff.timeout = Some(crate::validate::MAX_AFFINITY_TIMEOUT as u32);
             aff.size = Some(AFFINITY_MAP_SIZE);
             sets.push(aff);
             if !self.affinity_services.is_empty() {

@@ -184,7 +184,7 @@ fn affinity_is_skipped_for_a_single_endpoint() {
         .endpoint(ip("10.244.0.1"), Some("n1"), &[("p", 8080)])
         .endpoint(ip("10.244.0.2"), Some("n1"), &[("p", 8080)])
         .build());
-    assert_eq!(t.set(names::AFFINITY).unwrap().timeout, Some(100));
+    assert_eq!(t.set(names::AFFINITY).unwrap().timeout, Some(86400));
     assert!(t.chain("affinity-100s").is_some());
 }
 

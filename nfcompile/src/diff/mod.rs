@@ -1,0 +1,510 @@
+//! The smallest transaction that turns one ruleset into another.
+//!
+//! A peer backend over the model, like the text emitter. Operations come in an order the
+//! kernel accepts within one transaction: nothing is deleted while something still refers
+//! to it, nothing is referred to before it exists.
+//!
+//! 1. flush chains whose rules change (their references go with the rules)
+//! 2. delete elements that go or change (a changed value is a delete and an add)
+//! 3. delete sets that go or whose declaration changes (their elements may name chains),
+//! 4. delete chains
+//! 5. add sets, 6. add chains, 7. add elements, 8. refill flushed and new chains
+//!
+//! Element operations are grouped per set, so each becomes one netlink message; rules are
+//! compared structurally, elements by value.
+
+pub mod describe;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::model::{Chain, Element, Family, Rule, Ruleset, Set, Table};
+
+/// Which table an operation is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct TableRef {
+    pub family: Family,
+    pub name: String,
+}
+
+impl TableRef {
+    fn of(t: &Table) -> TableRef {
+        TableRef {
+            family: t.family,
+            name: t.name.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// A whole new table with everything in it.
+    AddTable {
+        table: Table,
+    },
+    DeleteTable {
+        table: TableRef,
+    },
+    FlushChain {
+        table: TableRef,
+        chain: String,
+    },
+    DeleteElements {
+        table: TableRef,
+        set: String,
+        elements: Vec<Element>,
+    },
+    DeleteChain {
+        table: TableRef,
+        chain: String,
+    },
+    DeleteSet {
+        table: TableRef,
+        set: String,
+        map: bool,
+    },
+    /// The declaration only; elements follow in their own operation.
+    AddSet {
+        table: TableRef,
+        set: Set,
+    },
+    /// An empty chain; rules follow.
+    AddChain {
+        table: TableRef,
+        chain: Chain,
+    },
+    AddElements {
+        table: TableRef,
+        set: String,
+        elements: Vec<Element>,
+    },
+    AddRules {
+        table: TableRef,
+        chain: String,
+        rules: Vec<Rule>,
+    },
+}
+
+/// An ordered list of operations; empty when nothing changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Transaction {
+    pub ops: Vec<Op>,
+}
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Elements added and deleted, over all operations (a changed element counts twice).
+    pub fn element_changes(&self) -> usize {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::AddElements { elements, .. } | Op::DeleteElements { elements, .. } => {
+                    elements.len()
+                }
+                _ => 0,
+            })
+            .sum()
+    }
+}
+
+/// Compute the transaction that turns `current` into `desired`.
+pub fn diff(current: &Ruleset, desired: &Ruleset) -> Transaction {
+    let mut phases: [Vec<Op>; 8] = Default::default();
+    let mut table_ops = Vec::new();
+    let cur: BTreeMap<TableRef, &Table> = current
+        .tables
+        .iter()
+        .map(|t| (TableRef::of(t), t))
+        .collect();
+    let want: BTreeMap<TableRef, &Table> = desired
+        .tables
+        .iter()
+        .map(|t| (TableRef::of(t), t))
+        .collect();
+    for (r, t) in &want {
+        match cur.get(r) {
+            None => table_ops.push(Op::AddTable {
+                table: (*t).clone(),
+            }),
+            Some(c) => diff_table(r, c, t, &mut phases),
+        }
+    }
+    for r in cur.keys().filter(|r| !want.contains_key(*r)) {
+        table_ops.insert(0, Op::DeleteTable { table: r.clone() });
+    }
+    let mut ops: Vec<Op> = table_ops
+        .iter()
+        .filter(|o| matches!(o, Op::DeleteTable { .. }))
+        .cloned()
+        .collect();
+    ops.extend(phases.into_iter().flatten());
+    ops.extend(
+        table_ops
+            .into_iter()
+            .filter(|o| matches!(o, Op::AddTable { .. })),
+    );
+    Transaction { ops }
+}
+
+fn same_declaration(a: &Set, b: &Set) -> bool {
+    a.key == b.key
+        && a.data == b.data
+        && a.flags == b.flags
+        && a.timeout == b.timeout
+        && a.size == b.size
+        && a.comment == b.comment
+}
+
+fn same_shell(a: &Chain, b: &Chain) -> bool {
+    a.base == b.base && a.comment == b.comment
+}
+
+/// Names of the sets and chains a rule refers to.
+fn rule_refs(rule: &Rule) -> impl Iterator<Item = &str> {
+    use crate::model::{Match, SetRef, Statement};
+    let sets = rule.matches.iter().filter_map(|m| match m {
+        Match::Lookup {
+            set: SetRef::Named(n),
+            ..
+        } => Some(n.as_str()),
+        _ => None,
+    });
+    let rest = rule.statements.iter().filter_map(|s| match s {
+        Statement::VerdictMap { map, .. } | Statement::DnatMap { map, .. } => Some(map.as_str()),
+        Statement::UpdateMap { set, .. } => Some(set.as_str()),
+        Statement::Verdict(v) => v.target(),
+        _ => None,
+    });
+    sets.chain(rest)
+}
+
+fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]) {
+    let [flush, del_elems, del_sets, del_chains, add_sets, add_chains, add_elems, add_rules] =
+        phases;
+    let cur_sets: HashMap<&str, &Set> = cur.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let want_sets: HashMap<&str, &Set> = want.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let cur_chains: HashMap<&str, &Chain> =
+        cur.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+
+    // Sets that disappear (or are redeclared): every rule naming them must be flushed first.
+    let replaced_sets: HashSet<&str> = cur
+        .sets
+        .iter()
+        .filter(|s| {
+            want_sets
+                .get(s.name.as_str())
+                .is_none_or(|w| !same_declaration(s, w))
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    // Chains that disappear (or change hook/comment).
+    let want_chains: HashMap<&str, &Chain> =
+        want.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    let replaced_chains: HashSet<&str> = cur
+        .chains
+        .iter()
+        .filter(|c| {
+            want_chains
+                .get(c.name.as_str())
+                .is_none_or(|w| !same_shell(c, w))
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+
+    // 1 / 8: chains whose rules change, or that refer to something replaced, are refilled.
+    for c in &want.chains {
+        match cur_chains.get(c.name.as_str()) {
+            Some(old) if !replaced_chains.contains(c.name.as_str()) => {
+                let refers = old
+                    .rules
+                    .iter()
+                    .flat_map(rule_refs)
+                    .any(|n| replaced_sets.contains(n) || replaced_chains.contains(n));
+                if old.rules != c.rules || refers {
+                    if !old.rules.is_empty() {
+                        flush.push(Op::FlushChain {
+                            table: r.clone(),
+                            chain: c.name.clone(),
+                        });
+                    }
+                    if !c.rules.is_empty() {
+                        add_rules.push(Op::AddRules {
+                            table: r.clone(),
+                            chain: c.name.clone(),
+                            rules: c.rules.clone(),
+                        });
+                    }
+                }
+            }
+            _ => {
+                add_chains.push(Op::AddChain {
+                    table: r.clone(),
+                    chain: Chain {
+                        rules: Vec::new(),
+                        ..c.clone()
+                    },
+                });
+                if !c.rules.is_empty() {
+                    add_rules.push(Op::AddRules {
+                        table: r.clone(),
+                        chain: c.name.clone(),
+                        rules: c.rules.clone(),
+                    });
+                }
+            }
+        }
+    }
+    // Chains that go. The kernel deletes a chain together with its rules; only when those
+    // rules name a set that goes too must they go first, or the set could not be deleted.
+    // A going chain still jumped to by another going chain is deleted after it.
+    let mut going: Vec<&Chain> = cur
+        .chains
+        .iter()
+        .filter(|c| replaced_chains.contains(c.name.as_str()))
+        .collect();
+    while !going.is_empty() {
+        let referred: HashSet<&str> = going
+            .iter()
+            .flat_map(|c| &c.rules)
+            .flat_map(rule_refs)
+            .collect();
+        let (now, later): (Vec<&Chain>, Vec<&Chain>) = going
+            .iter()
+            .partition(|c| !referred.contains(c.name.as_str()));
+        let now = if now.is_empty() { later.clone() } else { now }; // a cycle: the kernel sorts it out
+        for c in &now {
+            if c.rules
+                .iter()
+                .flat_map(rule_refs)
+                .any(|n| replaced_sets.contains(n))
+            {
+                flush.push(Op::FlushChain {
+                    table: r.clone(),
+                    chain: c.name.clone(),
+                });
+            }
+            del_chains.push(Op::DeleteChain {
+                table: r.clone(),
+                chain: c.name.clone(),
+            });
+        }
+        going.retain(|c| !now.iter().any(|n| n.name == c.name));
+    }
+
+    // Elements, per set.
+    for s in &want.sets {
+        match cur_sets.get(s.name.as_str()) {
+            Some(old) if !replaced_sets.contains(s.name.as_str()) => {
+                let (gone, new) = element_changes(&old.elements, &s.elements, &replaced_chains);
+                if !gone.is_empty() {
+                    del_elems.push(Op::DeleteElements {
+                        table: r.clone(),
+                        set: s.name.clone(),
+                        elements: gone,
+                    });
+                }
+                if !new.is_empty() {
+                    add_elems.push(Op::AddElements {
+                        table: r.clone(),
+                        set: s.name.clone(),
+                        elements: new,
+                    });
+                }
+            }
+            _ => {
+                add_sets.push(Op::AddSet {
+                    table: r.clone(),
+                    set: Set {
+                        elements: Vec::new(),
+                        ..s.clone()
+                    },
+                });
+                if !s.elements.is_empty() {
+                    add_elems.push(Op::AddElements {
+                        table: r.clone(),
+                        set: s.name.clone(),
+                        elements: s.elements.clone(),
+                    });
+                }
+            }
+        }
+    }
+    for s in &cur.sets {
+        if replaced_sets.contains(s.name.as_str()) {
+            del_sets.push(Op::DeleteSet {
+                table: r.clone(),
+                set: s.name.clone(),
+                map: s.is_map(),
+            });
+        }
+    }
+}
+
+/// `(deleted, added)` elements between two lists of one set; elements compare whole. An
+/// element naming a chain that is deleted and re-created must go before the chain can, so it
+/// is deleted and added again even though its value stays.
+fn element_changes(
+    old: &[Element],
+    new: &[Element],
+    replaced_chains: &HashSet<&str>,
+) -> (Vec<Element>, Vec<Element>) {
+    let targets_replaced = |e: &Element| matches!(&e.data, Some(crate::model::ElementData::Verdict(v)) if v.target().is_some_and(|c| replaced_chains.contains(c)));
+    let old_set: HashSet<&Element> = old.iter().filter(|e| !targets_replaced(e)).collect();
+    let new_set: HashSet<&Element> = new.iter().filter(|e| !targets_replaced(e)).collect();
+    let gone = old
+        .iter()
+        .filter(|e| !new_set.contains(e))
+        .cloned()
+        .collect();
+    let added = new
+        .iter()
+        .filter(|e| !old_set.contains(e))
+        .cloned()
+        .collect();
+    (gone, added)
+}
+
+/// Apply a transaction to a model, the way the kernel would: used by tests and by `plan`
+/// to check that `apply(a, diff(a, b)) == b` without a kernel.
+pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
+    let mut rs = current.clone();
+    let table = |rs: &mut Ruleset, r: &TableRef| -> Result<usize, String> {
+        rs.tables
+            .iter()
+            .position(|t| t.family == r.family && t.name == r.name)
+            .ok_or_else(|| format!("no table {:?} {}", r.family, r.name))
+    };
+    for op in &tx.ops {
+        match op {
+            Op::AddTable { table: t } => rs.tables.push(t.clone()),
+            Op::DeleteTable { table: r } => {
+                let i = table(&mut rs, r)?;
+                rs.tables.remove(i);
+            }
+            Op::FlushChain { table: r, chain } => {
+                let i = table(&mut rs, r)?;
+                let c = rs.tables[i]
+                    .chains
+                    .iter_mut()
+                    .find(|c| &c.name == chain)
+                    .ok_or(format!("flush of missing chain {chain}"))?;
+                c.rules.clear();
+            }
+            Op::DeleteElements {
+                table: r,
+                set,
+                elements,
+            } => {
+                let i = table(&mut rs, r)?;
+                let s = rs.tables[i]
+                    .sets
+                    .iter_mut()
+                    .find(|s| &s.name == set)
+                    .ok_or(format!("no set {set}"))?;
+                let gone: HashSet<&Element> = elements.iter().collect();
+                let before = s.elements.len();
+                s.elements.retain(|e| !gone.contains(e));
+                if before - s.elements.len() != elements.len() {
+                    return Err(format!("deleting elements that {set} does not hold"));
+                }
+            }
+            Op::DeleteChain { table: r, chain } => {
+                let i = table(&mut rs, r)?;
+                let t = &mut rs.tables[i];
+                let c = t
+                    .chains
+                    .iter()
+                    .position(|c| &c.name == chain)
+                    .ok_or(format!("no chain {chain}"))?;
+                // Its own rules go with it (as in the kernel); references from elsewhere may not.
+                let referred = t
+                    .chains
+                    .iter()
+                    .filter(|c| &c.name != chain)
+                    .flat_map(|c| &c.rules)
+                    .flat_map(rule_refs)
+                    .any(|n| n == chain)
+                    || t.sets.iter().flat_map(|s| &s.elements).any(|e| {
+                        matches!(&e.data, Some(crate::model::ElementData::Verdict(v)) if v.target() == Some(chain.as_str()))
+                    });
+                if referred {
+                    return Err(format!(
+                        "deleting chain {chain} while it is still referred to"
+                    ));
+                }
+                t.chains.remove(c);
+            }
+            Op::DeleteSet { table: r, set, .. } => {
+                let i = table(&mut rs, r)?;
+                let t = &mut rs.tables[i];
+                if t.chains
+                    .iter()
+                    .flat_map(|c| &c.rules)
+                    .flat_map(rule_refs)
+                    .any(|n| n == set)
+                {
+                    return Err(format!("deleting set {set} while a rule refers to it"));
+                }
+                t.sets.retain(|s| &s.name != set);
+            }
+            Op::AddSet { table: r, set } => {
+                let i = table(&mut rs, r)?;
+                rs.tables[i].sets.push(set.clone());
+            }
+            Op::AddChain { table: r, chain } => {
+                let i = table(&mut rs, r)?;
+                rs.tables[i].chains.push(chain.clone());
+            }
+            Op::AddElements {
+                table: r,
+                set,
+                elements,
+            } => {
+                let i = table(&mut rs, r)?;
+                let s = rs.tables[i]
+                    .sets
+                    .iter_mut()
+                    .find(|s| &s.name == set)
+                    .ok_or(format!("no set {set}"))?;
+                s.elements.extend(elements.iter().cloned());
+            }
+            Op::AddRules {
+                table: r,
+                chain,
+                rules,
+            } => {
+                let i = table(&mut rs, r)?;
+                let c = rs.tables[i]
+                    .chains
+                    .iter_mut()
+                    .find(|c| &c.name == chain)
+                    .ok_or(format!("no chain {chain}"))?;
+                c.rules.extend(rules.iter().cloned());
+            }
+        }
+    }
+    Ok(rs)
+}
+
+/// Order-insensitive comparison form: tables, sets, chains by name; elements sorted.
+pub fn canonical(rs: &Ruleset) -> Ruleset {
+    let mut rs = rs.clone();
+    rs.tables
+        .sort_by(|a, b| (a.family, &a.name).cmp(&(b.family, &b.name)));
+    for t in &mut rs.tables {
+        t.sets.sort_by(|a, b| a.name.cmp(&b.name));
+        t.chains.sort_by(|a, b| a.name.cmp(&b.name));
+        for s in &mut t.sets {
+            s.elements.sort();
+        }
+    }
+    rs
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+use super::*;
+use crate::ir::builder::ServiceBuilder;
+use crate::ir::{Cluster, Protocol};
+use crate::synth::{random, Rng};
+
+fn compile(c: &Cluster) -> Ruleset {
+    crate::compile(c).unwrap()
+}
+
+fn check(a: &Ruleset, b: &Ruleset, what: &str) -> Transaction {
+    let tx = diff(a, b);
+    let got =
+        apply(a, &tx).unwrap_or_else(|e| panic!("{what}: the transaction is not applicable: {e}"));
+    assert_eq!(
+        canonical(&got),
+        canonical(b),
+        "{what}: apply(a, diff(a, b)) != b"
+    );
+    tx
+}
+
+/// A random edit of a cluster: services added, removed, endpoints moved, policies flipped.
+fn mutate(c: &Cluster, seed: u64) -> Cluster {
+    let mut r = Rng::new(seed);
+    let mut c = c.clone();
+    let donor = random(seed ^ 0xabcdef, 10);
+    for _ in 0..=r.below(4) {
+        match r.below(6) {
+            0 if !c.services.is_empty() => {
+                let i = r.below(c.services.len() as u64) as usize;
+                c.services.remove(i);
+            }
+            1 if !c.services.is_empty() => {
+                let i = r.below(c.services.len() as u64) as usize;
+                c.services[i].endpoints.pop();
+            }
+            2 if !c.services.is_empty() => {
+                let i = r.below(c.services.len() as u64) as usize;
+                let s = &mut c.services[i];
+                s.external_traffic_policy = match s.external_traffic_policy {
+                    crate::ir::TrafficPolicy::Cluster => crate::ir::TrafficPolicy::Local,
+                    _ => crate::ir::TrafficPolicy::Cluster,
+                };
+            }
+            3 if !c.services.is_empty() => {
+                let i = r.below(c.services.len() as u64) as usize;
+                c.services[i].session_affinity_timeout =
+                    match c.services[i].session_affinity_timeout {
+                        None => Some(300),
+                        Some(_) => None,
+                    };
+            }
+            4 => c.config.masquerade_all = !c.config.masquerade_all,
+            _ => {
+                // A service from another cluster, renamed so it cannot collide.
+                if let Some(mut s) = donor.services.get(r.below(10) as usize).cloned() {
+                    s.name = format!("donor-{}", r.below(1000));
+                    let clash = crate::validate::validate(&Cluster {
+                        services: c.services.iter().cloned().chain([s.clone()]).collect(),
+                        ..c.clone()
+                    })
+                    .is_err();
+                    if !clash {
+                        c.services.push(s);
+                    }
+                }
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn diff_of_a_ruleset_with_itself_is_empty() {
+    for seed in 0..20 {
+        let a = compile(&random(seed, 20));
+        assert!(diff(&a, &a).is_empty(), "seed {seed}");
+    }
+}
+
+#[test]
+fn applying_the_diff_gives_the_desired_ruleset() {
+    for seed in 0..150 {
+        let a = random(seed, 20);
+        let b = mutate(&a, seed);
+        check(&compile(&a), &compile(&b), &format!("seed {seed}"));
+        // and back, and from/to nothing
+        check(&compile(&b), &compile(&a), &format!("seed {seed} reversed"));
+    }
+    let a = compile(&random(3, 10));
+    check(&Ruleset::default(), &a, "from empty");
+    check(&a, &Ruleset::default(), "to empty");
+}
+
+#[test]
+fn unrelated_clusters_diff_correctly() {
+    for seed in 0..40 {
+        check(
+            &compile(&random(seed, 15)),
+            &compile(&random(seed + 1000, 15)),
+            &format!("seed {seed}"),
+        );
+    }
+}
+
+fn with_service(c: &Cluster, endpoints: usize) -> Cluster {
+    let mut c = c.clone();
+    let mut s = ServiceBuilder::new("default", "new", "10.111.0.1".parse().unwrap()).port(
+        "http",
+        Protocol::Tcp,
+        80,
+    );
+    for e in 0..endpoints {
+        s = s.endpoint(
+            format!("10.200.0.{}", e + 1).parse().unwrap(),
+            Some("node-2"),
+            &[("http", 8080)],
+        );
+    }
+    c.services.push(s.build());
+    c
+}
+
+fn kinds(tx: &Transaction) -> Vec<String> {
+    tx.ops
+        .iter()
+        .map(|o| format!("{o:?}").chars().take(100).collect())
+        .collect()
+}
+
+/// kube-proxy's partial sync is the bar: adding a service with one endpoint costs it 10
+/// operations, deleting one 4, a no-op 0.
+#[test]
+fn small_changes_cost_fewer_operations_than_kube_proxy() {
+    let base = crate::synth::cluster(crate::synth::Shape {
+        services: 200,
+        endpoints: 3,
+        nodes: 3,
+    });
+    let a = compile(&base);
+    assert!(diff(&a, &a).is_empty());
+
+    // A service like the others: only elements (service-ips, cluster-ips, endpoints).
+    let b = compile(&with_service(&base, 3));
+    let add = check(&a, &b, "add");
+    assert_eq!(add.ops.len(), 3, "{:#?}", kinds(&add));
+    let del = check(&b, &a, "delete");
+    assert_eq!(del.ops.len(), 3, "{:#?}", kinds(&del));
+
+    // The first service with one endpoint also brings its two shared chains (and takes them
+    // when it goes): still under kube-proxy's 10 to add, one over its 4 to delete.
+    let b = compile(&with_service(&base, 1));
+    let add = check(&a, &b, "add");
+    assert!(add.ops.len() <= 10, "{:#?}", kinds(&add));
+    let del = check(&b, &a, "delete");
+    assert!(del.ops.len() <= 5, "{:#?}", kinds(&del));
+
+    // One endpoint less where that endpoint count already exists elsewhere: only that
+    // service's elements change, in 4 operations.
+    let mut mixed = base.clone();
+    mixed.services[3].endpoints.truncate(2);
+    let a = compile(&mixed);
+    let mut c = mixed.clone();
+    c.services[7].endpoints.remove(1);
+    let tx = check(&a, &compile(&c), "one endpoint");
+    assert!(tx.ops.len() <= 4, "{:#?}", kinds(&tx));
+    for op in &tx.ops {
+        if let Op::AddElements { elements, .. } | Op::DeleteElements { elements, .. } = op {
+            for e in elements {
+                // every element touched belongs to svc-7's frontend (cluster IP 10.96.0.8)
+                assert!(
+                    e.key
+                        .contains(&crate::model::Value::Addr("10.96.0.8".parse().unwrap())),
+                    "{e:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn plans_describe_services() {
+    let base = crate::synth::cluster(crate::synth::Shape {
+        services: 5,
+        endpoints: 3,
+        nodes: 3,
+    });
+    let mut c = base.clone();
+    c.services[1].endpoints.remove(0);
+    c.services.remove(2);
+    let changes = describe::describe(&compile(&base), &compile(&c));
+    let lines: Vec<String> = changes
+        .iter()
+        .map(|c| format!("{:?} {} {:?}", c.kind, c.service, c.details))
+        .collect();
+    assert_eq!(changes.len(), 2, "{lines:#?}");
+    assert_eq!(changes[0].service, "default/svc-1");
+    assert_eq!(changes[0].kind, describe::ChangeKind::Change);
+    assert!(
+        changes[0].details[0].starts_with("port 80/TCP: endpoints 3 → 2 (−10.128.0.4:8080"),
+        "{lines:#?}"
+    );
+    assert_eq!(changes[1].kind, describe::ChangeKind::Destroy);
+    let added = describe::describe(&Ruleset::default(), &compile(&base));
+    assert_eq!(added.len(), 5);
+    assert_eq!(added[0].details[0], "port 80/TCP → 3 endpoints");
+}
