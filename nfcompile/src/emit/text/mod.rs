@@ -99,10 +99,19 @@ fn write_set(out: &mut String, family: Family, set: &Set) {
     }
     if !set.elements.is_empty() {
         out.push_str("\t\telements = {\n");
-        let last = set.elements.len() - 1;
-        for (i, el) in set.elements.iter().enumerate() {
-            out.push_str("\t\t\t");
-            write_values(out, &el.key);
+        write_elements(out, &set.elements, true);
+        out.push_str("\t\t}\n");
+    }
+    out.push_str("\t}\n");
+}
+
+/// One element per line; `whole` writes comments and data, otherwise keys only (deletion).
+fn write_elements(out: &mut String, elements: &[Element], whole: bool) {
+    let last = elements.len().saturating_sub(1);
+    for (i, el) in elements.iter().enumerate() {
+        out.push_str("\t\t\t");
+        write_values(out, &el.key);
+        if whole {
             if let Some(c) = &el.comment {
                 out.push_str(" comment ");
                 write_comment(out, c);
@@ -118,11 +127,112 @@ fn write_set(out: &mut String, family: Family, set: &Set) {
                     write_values(out, vals);
                 }
             }
-            out.push_str(if i == last { "\n" } else { ",\n" });
         }
-        out.push_str("\t\t}\n");
+        out.push_str(if i == last { "\n" } else { ",\n" });
     }
-    out.push_str("\t}\n");
+}
+
+/// A transaction (see [`crate::diff`]) from some ruleset to `desired` as `nft -f` commands;
+/// one script is one transaction.
+///
+/// nft 1.0.6 refuses to add a rule that DNATs through a `typeof` map already in the kernel
+/// ("conflicting protocols specified"), even with the map declared again in the script. When
+/// a transaction needs that, the script replaces the tables whole instead (still atomic).
+pub fn write_transaction(tx: &crate::diff::Transaction, desired: &Ruleset) -> String {
+    use crate::diff::{Op, TableRef};
+    let created: std::collections::HashSet<(&TableRef, &str)> = tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::AddSet { table, set } => Some((table, set.name.as_str())),
+            _ => None,
+        })
+        .collect();
+    let unsupported = tx.ops.iter().any(|op| match op {
+        Op::AddRules { table, rules, .. } => rules.iter().flat_map(|r| &r.statements).any(|st| {
+            matches!(st, Statement::DnatMap { map, .. } if !created.contains(&(table, map.as_str())))
+        }),
+        _ => false,
+    });
+    if unsupported {
+        let mut out = String::from("#!/usr/sbin/nft -f\n# nft cannot add this change's DNAT rules to the existing maps; replacing the tables.\n");
+        out.push_str(write_string(desired).trim_start_matches("#!/usr/sbin/nft -f\n"));
+        return out;
+    }
+    let mut out = String::from("#!/usr/sbin/nft -f\n");
+    let head = |r: &TableRef| format!("{} {}", family_name(r.family), quoted_name(&r.name));
+    for op in &tx.ops {
+        match op {
+            Op::AddTable { table } => write_table(&mut out, table),
+            Op::DeleteTable { table } => {
+                let _ = writeln!(out, "delete table {}", head(table));
+            }
+            Op::FlushChain { table, chain } => {
+                let _ = writeln!(out, "flush chain {} {}", head(table), quoted_name(chain));
+            }
+            Op::DeleteChain { table, chain } => {
+                let _ = writeln!(out, "delete chain {} {}", head(table), quoted_name(chain));
+            }
+            Op::DeleteSet { table, set, map } => {
+                let kind = if *map { "map" } else { "set" };
+                let _ = writeln!(out, "delete {kind} {} {}", head(table), quoted_name(set));
+            }
+            Op::DeleteElements {
+                table,
+                set,
+                elements,
+            } => {
+                let _ = writeln!(
+                    out,
+                    "delete element {} {} {{",
+                    head(table),
+                    quoted_name(set)
+                );
+                write_elements(&mut out, elements, false);
+                out.push_str("}\n");
+            }
+            Op::AddElements {
+                table,
+                set,
+                elements,
+            } => {
+                let _ = writeln!(out, "add element {} {} {{", head(table), quoted_name(set));
+                write_elements(&mut out, elements, true);
+                out.push_str("}\n");
+            }
+            Op::AddSet { table, set } => {
+                let _ = writeln!(out, "table {} {{", head(table));
+                write_set(&mut out, table.family, set);
+                out.push_str("}\n");
+            }
+            Op::AddChain { table, chain } => {
+                let _ = writeln!(out, "table {} {{", head(table));
+                write_chain(&mut out, chain);
+                out.push_str("}\n");
+            }
+            Op::AddRules {
+                table,
+                chain,
+                rules,
+            } => {
+                // As a block, which appends: nft 1.0.6 refuses some of our rules (a map DNAT
+                // with a concatenated key) as standalone `add rule` commands.
+                let _ = writeln!(
+                    out,
+                    "table {} {{\n\tchain {} {{",
+                    head(table),
+                    quoted_name(chain)
+                );
+                for rule in rules {
+                    out.push_str("\t\t");
+                    write_rule(&mut out, rule);
+                    out.push('\n');
+                }
+                out.push_str("\t}\n}\n");
+            }
+        }
+    }
+    out
 }
 
 fn write_fields(out: &mut String, family: Family, fields: &[FieldType], as_typeof: bool) {
