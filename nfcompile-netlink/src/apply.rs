@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use nfcompile::model::Ruleset;
 
 use crate::encode::encode;
+
 use crate::socket::NetlinkSocket;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,7 +44,39 @@ pub struct Summary {
 /// Replace our tables with `ruleset` in one atomic transaction.
 pub fn apply(ruleset: &Ruleset) -> Result<Summary, ApplyError> {
     let start = Instant::now();
-    let encoded = encode(ruleset);
+    send(encode(ruleset), ruleset, start)
+}
+
+/// Carry out `tx` (a diff from what the kernel holds to `desired`) in one atomic transaction.
+pub fn apply_transaction(
+    tx: &nfcompile::diff::Transaction,
+    desired: &Ruleset,
+) -> Result<Summary, ApplyError> {
+    let start = Instant::now();
+    if tx.is_empty() {
+        return Ok(Summary {
+            tables: 0,
+            chains: 0,
+            rules: 0,
+            sets: 0,
+            elements: 0,
+            messages: 0,
+            bytes: 0,
+            elapsed: start.elapsed(),
+        });
+    }
+    send(
+        crate::encode::encode_transaction(tx, desired),
+        desired,
+        start,
+    )
+}
+
+fn send(
+    encoded: crate::encode::Encoded,
+    ruleset: &Ruleset,
+    start: Instant,
+) -> Result<Summary, ApplyError> {
     let socket = NetlinkSocket::open().map_err(ApplyError::Socket)?;
     let timeout = Duration::from_secs(60);
     let bytes = encoded.batch.iter().map(|p| p.len()).sum();

@@ -25,6 +25,10 @@ const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_DELSET: u16 = 11;
+const NFT_MSG_DELSETELEM: u16 = 14;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
@@ -113,6 +117,114 @@ pub fn encode(ruleset: &Ruleset) -> Encoded {
     };
     for table in &ruleset.tables {
         enc.table(table);
+    }
+    Encoded {
+        batch: enc.batch.finalize(),
+        provenance: enc.provenance,
+        messages: enc.messages,
+        elements: enc.elements,
+    }
+}
+
+/// Build the batch that carries out `tx` (computed against the kernel's current ruleset)
+/// towards `desired`, which supplies set declarations and interval facts.
+pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) -> Encoded {
+    use nfcompile::diff::Op;
+    let mut enc = Encoder {
+        batch: Batch::new(),
+        provenance: HashMap::new(),
+        messages: 0,
+        elements: 0,
+        next_set_id: 1,
+    };
+    let find = |r: &nfcompile::diff::TableRef| -> Table {
+        desired
+            .tables
+            .iter()
+            .find(|t| t.family == r.family && t.name == r.name)
+            .cloned()
+            .unwrap_or_else(|| Table {
+                family: r.family,
+                name: r.name.clone(),
+                comment: None,
+                sets: Vec::new(),
+                chains: Vec::new(),
+            })
+    };
+    let mut ids: HashMap<(nfcompile::diff::TableRef, String), u32> = HashMap::new();
+    for op in &tx.ops {
+        match op {
+            Op::AddTable { table } => enc.table(table),
+            Op::DeleteTable { table } => enc.delete_table(&find(table)),
+            Op::FlushChain { table, chain } => {
+                enc.delete_by_chain(&find(table), chain, NFT_MSG_DELRULE)
+            }
+            Op::DeleteChain { table, chain } => {
+                enc.delete_by_chain(&find(table), chain, NFT_MSG_DELCHAIN)
+            }
+            Op::DeleteSet { table, set, .. } => enc.delete_set(&find(table), set),
+            Op::AddSet { table, set } => {
+                let id = enc.set(&find(table), set, &set.name, false);
+                ids.insert((table.clone(), set.name.clone()), id);
+            }
+            Op::AddChain { table, chain } => enc.chain(&find(table), chain),
+            Op::AddElements {
+                table,
+                set,
+                elements,
+            }
+            | Op::DeleteElements {
+                table,
+                set,
+                elements,
+            } => {
+                let t = find(table);
+                let Some(decl) = t.set(set).cloned() else {
+                    continue;
+                };
+                let part = Set {
+                    elements: elements.clone(),
+                    ..decl
+                };
+                let id = ids.get(&(table.clone(), set.clone())).copied();
+                if matches!(op, Op::AddElements { .. }) {
+                    let specs = sets::elements(&part);
+                    enc.element_message(
+                        &t,
+                        &part,
+                        set,
+                        id,
+                        specs,
+                        NFT_MSG_NEWSETELEM,
+                        NLM_F_CREATE,
+                    );
+                } else {
+                    let specs = sets::deletion_elements(&part);
+                    enc.element_message(&t, &part, set, id, specs, NFT_MSG_DELSETELEM, 0);
+                }
+            }
+            Op::AddRules {
+                table,
+                chain,
+                rules,
+            } => {
+                let t = find(table);
+                let c = Chain {
+                    name: chain.clone(),
+                    base: None,
+                    comment: None,
+                    rules: Vec::new(),
+                };
+                let by_name: HashMap<String, u32> = ids
+                    .iter()
+                    .filter(|((r, _), _)| r == table)
+                    .map(|((_, n), id)| (n.clone(), *id))
+                    .collect();
+                for (i, rule) in rules.iter().enumerate() {
+                    enc.rule(&t, &c, i, rule, &by_name);
+                }
+            }
+        }
     }
     Encoded {
         batch: enc.batch.finalize(),
@@ -219,6 +331,117 @@ impl Encoder {
                 self.rule(table, chain, i, rule, &ids);
             }
         }
+    }
+
+    fn delete_table(&mut self, table: &Table) {
+        let fam = family_code(table.family);
+        let name = cstr(&table.name);
+        let t = unsafe { sys::nftnl_table_alloc() };
+        unsafe {
+            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
+            sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
+        }
+        let owned = Owned {
+            ptr: t,
+            free: sys::nftnl_table_free,
+        };
+        self.add(
+            NFT_MSG_DELTABLE,
+            fam,
+            0,
+            format!(
+                "deletion of table {} {}",
+                family_name(table.family),
+                table.name
+            ),
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_table_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
+    }
+
+    /// DELRULE without a handle flushes the chain; DELCHAIN deletes it with its rules.
+    fn delete_by_chain(&mut self, table: &Table, chain: &str, kind: u16) {
+        let fam = family_code(table.family);
+        let (tname, cname) = (cstr(&table.name), cstr(chain));
+        let what = format!(
+            "{} {chain} of table {} {}",
+            if kind == NFT_MSG_DELRULE {
+                "flush of chain"
+            } else {
+                "deletion of chain"
+            },
+            family_name(table.family),
+            table.name
+        );
+        if kind == NFT_MSG_DELRULE {
+            let r = unsafe { sys::nftnl_rule_alloc() };
+            unsafe {
+                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
+                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, u32::from(fam));
+            }
+            let owned = Owned {
+                ptr: r,
+                free: sys::nftnl_rule_free,
+            };
+            self.add(
+                kind,
+                fam,
+                0,
+                what,
+                Box::new(move |hdr| {
+                    unsafe { sys::nftnl_rule_nlmsg_build_payload(hdr, owned.ptr) };
+                    false
+                }),
+            );
+        } else {
+            let c = unsafe { sys::nftnl_chain_alloc() };
+            unsafe {
+                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
+                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_FAMILY as u16, u32::from(fam));
+            }
+            let owned = Owned {
+                ptr: c,
+                free: sys::nftnl_chain_free,
+            };
+            self.add(
+                kind,
+                fam,
+                0,
+                what,
+                Box::new(move |hdr| {
+                    unsafe { sys::nftnl_chain_nlmsg_build_payload(hdr, owned.ptr) };
+                    false
+                }),
+            );
+        }
+    }
+
+    fn delete_set(&mut self, table: &Table, name: &str) {
+        let fam = family_code(table.family);
+        let s = new_set(table, name, 0);
+        unsafe { sys::nftnl_set_unset(s, sys::NFTNL_SET_ID as u16) };
+        let owned = Owned {
+            ptr: s,
+            free: sys::nftnl_set_free,
+        };
+        self.add(
+            NFT_MSG_DELSET,
+            fam,
+            0,
+            format!(
+                "deletion of set {name} of table {} {}",
+                family_name(table.family),
+                table.name
+            ),
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_set_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
     }
 
     fn chain(&mut self, table: &Table, chain: &Chain) {
@@ -347,12 +570,38 @@ impl Encoder {
     }
 
     fn set_elements(&mut self, table: &Table, set: &Set, name: &str, id: u32) {
-        let specs: Vec<ElemSpec> = sets::elements(set);
+        let specs = sets::elements(set);
+        self.element_message(
+            table,
+            set,
+            name,
+            Some(id),
+            specs,
+            NFT_MSG_NEWSETELEM,
+            NLM_F_CREATE,
+        );
+    }
+
+    /// One NEWSETELEM/DELSETELEM exchange (split in as many messages as needed).
+    #[allow(clippy::too_many_arguments)]
+    fn element_message(
+        &mut self,
+        table: &Table,
+        set: &Set,
+        name: &str,
+        id: Option<u32>,
+        specs: Vec<ElemSpec>,
+        kind: u16,
+        flags: u16,
+    ) {
         if specs.is_empty() {
             return;
         }
         self.elements += specs.len();
-        let s = new_set(table, name, id);
+        let s = new_set(table, name, id.unwrap_or(0));
+        if id.is_none() {
+            unsafe { sys::nftnl_set_unset(s, sys::NFTNL_SET_ID as u16) };
+        }
         for e in &specs {
             unsafe { sys::nftnl_set_elem_add(s, new_elem(e)) };
         }
@@ -361,11 +610,14 @@ impl Encoder {
             free: sys::nftnl_set_free,
         };
         let iter = unsafe { sys::nftnl_set_elems_iter_create(owned.ptr) };
-        let what = element_provenance(table, set);
+        let mut what = element_provenance(table, set);
+        if kind == NFT_MSG_DELSETELEM {
+            what = format!("deletion of {what}");
+        }
         self.add(
-            NFT_MSG_NEWSETELEM,
+            kind,
             family_code(table.family),
-            NLM_F_CREATE,
+            flags,
             what,
             Box::new(move |hdr| {
                 let _keep = &owned;

@@ -15,5 +15,5 @@ pub mod readback;
 pub mod sets;
 pub mod socket;
 
-pub use apply::{apply, ApplyError, Summary};
+pub use apply::{apply, apply_transaction, ApplyError, Summary};
 pub use readback::{normalize, readback, ReadbackError};

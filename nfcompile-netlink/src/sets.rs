@@ -342,6 +342,23 @@ fn elem_data(d: &Option<ElementData>) -> ElemData {
     }
 }
 
+/// Elements to delete: their keys (and interval ends), never the shared leading end at zero
+/// of a one-field interval set, which other ranges still need.
+pub fn deletion_elements(set: &Set) -> Vec<ElemSpec> {
+    let zero_end = |e: &ElemSpec| {
+        e.flags & flags::NFT_SET_ELEM_INTERVAL_END != 0 && e.key.iter().all(|b| *b == 0)
+    };
+    elements(set)
+        .into_iter()
+        .filter(|e| !(set.flags.contains(SetFlags::INTERVAL) && set.key.len() == 1 && zero_end(e)))
+        .map(|e| ElemSpec {
+            data: ElemData::None,
+            userdata: None,
+            ..e
+        })
+        .collect()
+}
+
 /// One-field interval sets as nft sends them to the rbtree backend: each range as a start
 /// element and an end element (the address after it); a leading end at the zero address when
 /// the first range does not start there.

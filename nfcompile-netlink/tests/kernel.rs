@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{kernel_unavailable, skip};
 use nfcompile::model::{ElementData, Ruleset, Verdict};
-use nfcompile_netlink::{apply, normalize, readback, ApplyError};
+use nfcompile_netlink::{apply, apply_transaction, normalize, readback, ApplyError};
 
 /// Run `f` in a new, empty network namespace (only this thread enters it).
 fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -269,4 +269,72 @@ fn readback_of_an_empty_namespace_is_empty_and_foreign_tables_are_ignored() {
     assert!(empty.tables.is_empty());
     assert!(with_foreign.tables.is_empty());
     assert!(foreign_after.contains("someone-else"));
+}
+
+#[test]
+fn a_netlink_transaction_turns_the_kernels_ruleset_into_the_desired_one() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "a_netlink_transaction_turns_the_kernels_ruleset_into_the_desired_one",
+            &reason,
+        );
+    }
+    let all = generated();
+    let mut pairs: Vec<(String, Ruleset, Ruleset)> = Vec::new();
+    for w in all.windows(2) {
+        pairs.push((
+            format!("{} → {}", w[0].0, w[1].0),
+            w[0].1.clone(),
+            w[1].1.clone(),
+        ));
+    }
+    for seed in 1..=8u64 {
+        let a = nfcompile::synth::random(seed, 25);
+        let mut b = a.clone();
+        b.services.retain(|s| !s.name.ends_with('7'));
+        for (i, s) in b.services.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                s.endpoints.truncate(2);
+            }
+        }
+        pairs.push((
+            format!("seed {seed} edited"),
+            nfcompile::compile(&a).unwrap(),
+            nfcompile::compile(&b).unwrap(),
+        ));
+    }
+    for (what, a, b) in pairs {
+        let want = b.clone();
+        let (mut got, messages) = in_fresh_netns(move || {
+            apply(&a).unwrap();
+            let live = readback().unwrap();
+            let tx = nfcompile::diff::diff(&live, &b);
+            let s = apply_transaction(&tx, &b).unwrap_or_else(|e| panic!("{e}"));
+            // Nothing left to do afterwards.
+            let again = nfcompile::diff::diff(&readback().unwrap(), &b);
+            assert!(
+                again.is_empty(),
+                "a second diff is not empty: {:?}",
+                again.ops.len()
+            );
+            (readback().unwrap(), s.messages)
+        });
+        normalize(&mut got);
+        // Objects created by a transaction come after the others in the kernel's lists.
+        let (got, want) = (
+            nfcompile::diff::canonical(&got),
+            nfcompile::diff::canonical(&want),
+        );
+        if got != want {
+            let (a, b) = (
+                nfcompile::emit::text::write_string(&want),
+                nfcompile::emit::text::write_string(&got),
+            );
+            panic!(
+                "{what}: readback after the transaction differs:\n{}",
+                common::first_differences(&a, &b)
+            );
+        }
+        assert!(messages > 0, "{what}");
+    }
 }
