@@ -31,11 +31,32 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
-    /// Compile and program the running kernel (this network namespace) in one atomic
-    /// transaction, replacing nfcompile's tables. Needs CAP_NET_ADMIN.
+    /// Compile, read back what the kernel holds, and program only the difference in one
+    /// atomic transaction (this network namespace). Needs CAP_NET_ADMIN.
     Apply {
         #[command(flatten)]
         input: InputArgs,
+        /// Replace nfcompile's tables whole instead of applying the difference.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Show what applying would change, per service, without changing anything.
+    Plan {
+        #[command(flatten)]
+        input: InputArgs,
+        /// Compare with the live kernel (needs CAP_NET_ADMIN), with nothing, or with a
+        /// model saved by `render --format json`.
+        #[arg(long, default_value = "live", value_name = "live|empty|FILE")]
+        against: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Exit 0 when there is nothing to change, 2 when there is, 1 on errors.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Also print the exact nft operations.
+        #[arg(short, long)]
+        verbose: bool,
     },
     /// Check the input and report every problem, without printing the ruleset.
     Check {
@@ -67,7 +88,7 @@ enum Format {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(message) => {
             eprintln!("error: {}", message.replace('\n', "\nerror: "));
             ExitCode::FAILURE
@@ -75,7 +96,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Render {
             input,
@@ -96,23 +117,69 @@ fn run(cli: Cli) -> Result<(), String> {
                     .write_all(text.as_bytes())
                     .map_err(|e| format!("standard output: {e}"))?,
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Apply { input } => {
+        Command::Apply { input, replace } => {
             let ruleset = compile(&input)?;
-            let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
+            if replace {
+                let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
+                println!(
+                    "applied: {} tables, {} chains, {} rules, {} sets and maps, {} elements in {} messages ({} KiB) in {:.1} ms",
+                    s.tables,
+                    s.chains,
+                    s.rules,
+                    s.sets,
+                    s.elements,
+                    s.messages,
+                    s.bytes / 1024,
+                    s.elapsed.as_secs_f64() * 1000.0
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            let live = nfcompile_netlink::readback().map_err(|e| e.to_string())?;
+            let tx = nfcompile::diff::diff(&live, &ruleset);
+            if tx.is_empty() {
+                println!("No changes.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let s =
+                nfcompile_netlink::apply_transaction(&tx, &ruleset).map_err(|e| e.to_string())?;
             println!(
-                "applied: {} tables, {} chains, {} rules, {} sets and maps, {} elements in {} messages ({} KiB) in {:.1} ms",
-                s.tables,
-                s.chains,
-                s.rules,
-                s.sets,
-                s.elements,
+                "applied: {} operations, {} elements in {} messages ({} KiB) in {:.1} ms",
+                tx.ops.len(),
+                tx.element_changes(),
                 s.messages,
                 s.bytes / 1024,
                 s.elapsed.as_secs_f64() * 1000.0
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plan {
+            input,
+            against,
+            json,
+            detailed_exitcode,
+            verbose,
+        } => {
+            let desired = compile(&input)?;
+            let current = match against.as_str() {
+                "live" => nfcompile_netlink::readback().map_err(|e| e.to_string())?,
+                "empty" => nfcompile::model::Ruleset::default(),
+                file => {
+                    let text = std::fs::read_to_string(file).map_err(|e| format!("{file}: {e}"))?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        format!("{file}: not a model saved by `render --format json`: {e}")
+                    })?
+                }
+            };
+            let tx = nfcompile::diff::diff(&current, &desired);
+            let changes = nfcompile::diff::describe::describe(&current, &desired);
+            print_plan(&tx, &changes, &desired, json, verbose);
+            Ok(if detailed_exitcode && !tx.is_empty() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Check { input } => {
             let ruleset = compile(&input)?;
@@ -129,8 +196,86 @@ fn run(cli: Cli) -> Result<(), String> {
                 "ok: {} tables, {chains} chains, {rules} rules, {sets} sets and maps, {elements} elements",
                 ruleset.tables.len()
             );
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Human (or JSON) rendering of a plan: services first, then the summary line.
+fn print_plan(
+    tx: &nfcompile::diff::Transaction,
+    changes: &[nfcompile::diff::describe::ServiceChange],
+    desired: &nfcompile::model::Ruleset,
+    json: bool,
+    verbose: bool,
+) {
+    use nfcompile::diff::describe::ChangeKind;
+    use std::io::IsTerminal;
+    let count = |k: ChangeKind| changes.iter().filter(|c| c.kind == k).count();
+    let (add, change, destroy) = (
+        count(ChangeKind::Add),
+        count(ChangeKind::Change),
+        count(ChangeKind::Destroy),
+    );
+    if json {
+        let v = serde_json::json!({
+            "changes": changes,
+            "summary": {"add": add, "change": change, "destroy": destroy, "operations": tx.ops.len(), "elements": tx.element_changes()},
+            "transaction": tx,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v).expect("serialisable")
+        );
+        return;
+    }
+    let colour = std::io::stdout().is_terminal();
+    let paint = |code: &str, text: String| {
+        if colour {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text
+        }
+    };
+    for c in changes {
+        let (sign, code) = match c.kind {
+            ChangeKind::Add => ("+", "32"),
+            ChangeKind::Change => ("~", "33"),
+            ChangeKind::Destroy => ("-", "31"),
+        };
+        match c.details.as_slice() {
+            [] => println!("{}", paint(code, format!("{sign} Service {}", c.service))),
+            [one] => println!(
+                "{}",
+                paint(code, format!("{sign} Service {}: {one}", c.service))
+            ),
+            many => {
+                println!("{}", paint(code, format!("{sign} Service {}:", c.service)));
+                for d in many {
+                    println!("    {d}");
+                }
+            }
+        }
+    }
+    if changes.is_empty() && !tx.is_empty() {
+        println!(
+            "~ ruleset layout: {} operations (-v shows them)",
+            tx.ops.len()
+        );
+    }
+    if verbose && !tx.is_empty() {
+        println!();
+        print!("{}", nfcompile::emit::text::write_transaction(tx, desired));
+    }
+    if tx.is_empty() {
+        println!("No changes.");
+    } else {
+        println!();
+        println!(
+            "Plan: {add} to add, {change} to change, {destroy} to destroy ({} operations, {} elements).",
+            tx.ops.len(),
+            tx.element_changes()
+        );
     }
 }
 

@@ -51,7 +51,7 @@ fn without_cap_net_admin_apply_says_so_and_changes_nothing() {
 }
 
 #[test]
-fn apply_replaces_the_previous_ruleset_and_reports_what_it_wrote() {
+fn apply_turns_the_previous_ruleset_into_the_new_one_and_reports_what_it_wrote() {
     if let Some(reason) = kernel_unavailable() {
         return skip(
             "apply_replaces_the_previous_ruleset_and_reports_what_it_wrote",
@@ -73,7 +73,7 @@ fn apply_replaces_the_previous_ruleset_and_reports_what_it_wrote() {
         );
         let line = String::from_utf8_lossy(&out.stdout);
         assert!(
-            line.starts_with("applied: 1 tables,") && line.contains(" ms"),
+            line.starts_with("applied: ") && line.contains(" operations,") && line.contains(" ms"),
             "{line}"
         );
     }
@@ -83,4 +83,52 @@ fn apply_replaces_the_previous_ruleset_and_reports_what_it_wrote() {
         .is_err());
     let listing = ns.nft(&["list", "table", "ip", "nfcompile"]).unwrap();
     assert!(listing.contains("10.123.123.100 . tcp . 80"));
+}
+
+#[test]
+fn apply_is_incremental_and_idempotent() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("apply_is_incremental_and_idempotent", &reason);
+    }
+    let ns = Netns::new("incr");
+    let run = |file: &str| {
+        let out = ns.exec(&[env!("CARGO_BIN_EXE_nfcompile"), "apply", "-q", "-f", file]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let example = example();
+    run(&example);
+    assert_eq!(run(&example), "No changes.");
+    // One endpoint fewer: a handful of operations, not a reload.
+    let text = std::fs::read_to_string(&example).unwrap();
+    let edited = text.replace(
+        "- {addresses: [10.42.1.2], conditions: {ready: true}, nodeName: vm2}\n",
+        "",
+    );
+    assert_ne!(text, edited);
+    let file = std::env::temp_dir().join(format!("nfc-incr-{}.yaml", std::process::id()));
+    std::fs::write(&file, edited).unwrap();
+    let line = run(file.to_str().unwrap());
+    std::fs::remove_file(&file).unwrap();
+    let ops: usize = line
+        .trim_start_matches("applied: ")
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ops <= 8, "{line}");
+    let replace = ns.exec(&[
+        env!("CARGO_BIN_EXE_nfcompile"),
+        "apply",
+        "--replace",
+        "-q",
+        "-f",
+        &example,
+    ]);
+    assert!(String::from_utf8_lossy(&replace.stdout).starts_with("applied: 1 tables,"));
 }

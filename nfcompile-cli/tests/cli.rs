@@ -131,3 +131,94 @@ fn json_output_is_the_model() {
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("skipping Deployment default/nginx-deployment"));
 }
+
+#[test]
+fn plan_against_empty_or_a_saved_model_needs_no_kernel() {
+    let example = "../../examples/two-node-cluster.yaml";
+    let out = nfcompile(
+        &[
+            "plan",
+            "-q",
+            "-f",
+            example,
+            "--against",
+            "empty",
+            "--detailed-exitcode",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("+ Service default/nginx-service: port 80/TCP → 2 endpoints"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Plan: 5 to add, 0 to change, 0 to destroy"),
+        "{text}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("nfcompile-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let saved = dir.join("model.json");
+    let out = nfcompile(
+        &[
+            "render",
+            "-q",
+            "-f",
+            example,
+            "--format",
+            "json",
+            "-o",
+            saved.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let out = nfcompile(
+        &[
+            "plan",
+            "-q",
+            "-f",
+            example,
+            "--against",
+            saved.to_str().unwrap(),
+            "--detailed-exitcode",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "No changes.");
+
+    let out = nfcompile(
+        &[
+            "plan",
+            "-q",
+            "-f",
+            example,
+            "--against",
+            saved.to_str().unwrap(),
+            "--json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["operations"], 0);
+
+    std::fs::write(dir.join("bad.json"), "{\"tables\": 3}").unwrap();
+    let out = nfcompile(
+        &[
+            "plan",
+            "-q",
+            "-f",
+            example,
+            "--against",
+            dir.join("bad.json").to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("not a model saved by `render --format json`"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
