@@ -202,3 +202,202 @@ fn vip_workshop(loader: Loader) {
         "pod-b saw 192.168.20.1"
     );
 }
+
+/// A line-echo server: every line a client sends is answered with `NAME saw CLIENT`.
+const LINE_SERVER: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+s.listen(16)
+def serve(c, a):
+    f = c.makefile("rw")
+    for line in f:
+        f.write(sys.argv[2] + " saw " + a[0] + "\n")
+        f.flush()
+    c.close()
+while True:
+    c, a = s.accept()
+    threading.Thread(target=serve, args=(c, a), daemon=True).start()
+"#;
+
+/// Holds one connection open: answers a line, waits for a line on stdin, answers again.
+const HOLDING_CLIENT: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+f = s.makefile("rw")
+f.write("first\n"); f.flush()
+print(f.readline().strip(), flush=True)
+sys.stdin.readline()
+f.write("second\n"); f.flush()
+print(f.readline().strip(), flush=True)
+"#;
+
+/// One line out, one line back.
+const LINE_CLIENT: &str = r#"
+import socket, sys
+try:
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    f = s.makefile("rw")
+    f.write("hello\n"); f.flush()
+    print(f.readline().strip())
+except Exception as e:
+    print("ERROR " + type(e).__name__)
+"#;
+
+fn line_connect(ns: &Netns, ip: &str, port: u16) -> String {
+    let out = ns.exec(&["python3", "-c", LINE_CLIENT, ip, &port.to_string()]);
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn two_endpoint_cluster(endpoints: &[&str]) -> String {
+    let eps: Vec<String> = endpoints
+        .iter()
+        .map(|a| format!("  - {{address: {a}, nodeName: router, ports: [{{port: 80}}]}}"))
+        .collect();
+    format!(
+        "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
+         config: {{clusterCIDRs: [192.168.20.0/24]}}\nservices:\n- namespace: default\n  name: web\n  clusterIPs: [10.96.0.100]\n  \
+         loadBalancerIPs: [192.168.10.100]\n  ports: [{{port: 80}}]\n  endpoints:\n{}\n",
+        eps.join("\n")
+    )
+}
+
+#[test]
+fn an_established_connection_survives_removing_another_endpoint() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "an_established_connection_survives_removing_another_endpoint",
+            &reason,
+        );
+    }
+    let client = Netns::new("client");
+    let router = Netns::new("router");
+    let pods = [Netns::new("poda"), Netns::new("podb")];
+    let addrs = ["192.168.20.20", "192.168.20.21"];
+    sh(
+        &router,
+        &format!(
+            "ip link add r0 type veth peer name c0 netns {}",
+            client.name
+        ),
+    );
+    sh(
+        &router,
+        "ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
+    );
+    for (i, pod) in pods.iter().enumerate() {
+        sh(&router, &format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
+        sh(pod, &format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", addrs[i]));
+    }
+    sh(&router, "ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
+    sh(&client, "ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
+    let mac = String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
+    sh(
+        &client,
+        &format!(
+            "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
+            mac.trim()
+        ),
+    );
+
+    let dir = std::env::temp_dir().join(format!("nfc-est-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let apply = |endpoints: &[&str]| {
+        let file = dir.join("cluster.yaml");
+        std::fs::write(&file, two_endpoint_cluster(endpoints)).unwrap();
+        let out = router.exec(&[
+            env!("CARGO_BIN_EXE_nfcompile"),
+            "apply",
+            "-q",
+            "-f",
+            file.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    apply(&addrs);
+
+    let _servers: Vec<Server> = pods
+        .iter()
+        .zip(["pod-a", "pod-b"])
+        .map(|(pod, name)| {
+            Server(
+                Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &pod.name,
+                        "timeout",
+                        "120",
+                        "python3",
+                        "-c",
+                        LINE_SERVER,
+                        "80",
+                        name,
+                    ])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let start = Instant::now();
+    for (pod, addr) in pods.iter().zip(addrs) {
+        while !line_connect(pod, addr, 80).contains("saw") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "echo server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let mut holder = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &client.name,
+            "python3",
+            "-c",
+            HOLDING_CLIENT,
+            "192.168.10.100",
+            "80",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(holder.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let (kept, removed) = if first.starts_with("pod-a") {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    assert!(first.starts_with(["pod-a", "pod-b"][kept]), "{first}");
+
+    // Remove the endpoint this connection does not use; the change is incremental.
+    let line = apply(&[addrs[kept]]);
+    assert!(line.contains(" operations,"), "{line}");
+    holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let second = lines.next().unwrap().unwrap();
+    assert_eq!(second, first, "the established connection moved or broke");
+    holder.wait().unwrap();
+    for _ in 0..10 {
+        let answer = line_connect(&client, "192.168.10.100", 80);
+        assert!(
+            answer.starts_with(["pod-a", "pod-b"][kept]),
+            "a new connection reached {answer}, not pod {}",
+            ["a", "b"][kept]
+        );
+        assert!(!answer.starts_with(["pod-a", "pod-b"][removed]));
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
