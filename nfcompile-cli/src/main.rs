@@ -136,14 +136,16 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            let live = nfcompile_netlink::readback().map_err(|e| e.to_string())?;
+            let (live, generation) =
+                nfcompile_netlink::readback_with_generation().map_err(|e| e.to_string())?;
             let tx = nfcompile::diff::diff(&live, &ruleset);
             if tx.is_empty() {
                 println!("No changes.");
                 return Ok(ExitCode::SUCCESS);
             }
-            let s =
-                nfcompile_netlink::apply_transaction(&tx, &ruleset).map_err(|e| e.to_string())?;
+            // The kernel refuses the transaction if the ruleset changed since the read.
+            let s = nfcompile_netlink::apply_transaction(&tx, &ruleset, Some(generation))
+                .map_err(|e| e.to_string())?;
             println!(
                 "applied: {} operations, {} elements in {} messages ({} KiB) in {:.1} ms",
                 tx.ops.len(),

@@ -20,6 +20,8 @@ pub enum ApplyError {
         errno: i32,
         message: String,
     },
+    #[error("the ruleset changed since it was read (nf_tables generation {read}); nothing was applied, plan again")]
+    Changed { read: u32 },
     #[error("no answer from the kernel for {missing} of {expected} messages within {timeout:?}; the transaction may or may not have been committed")]
     NoAnswer {
         missing: usize,
@@ -44,13 +46,16 @@ pub struct Summary {
 /// Replace our tables with `ruleset` in one atomic transaction.
 pub fn apply(ruleset: &Ruleset) -> Result<Summary, ApplyError> {
     let start = Instant::now();
-    send(encode(ruleset), ruleset, start)
+    send(encode(ruleset), ruleset, start, None)
 }
 
 /// Carry out `tx` (a diff from what the kernel holds to `desired`) in one atomic transaction.
+/// With `generation` (from [`crate::readback::readback_with_generation`]) the kernel refuses
+/// the transaction if the ruleset changed since it was read: [`ApplyError::Changed`].
 pub fn apply_transaction(
     tx: &nfcompile::diff::Transaction,
     desired: &Ruleset,
+    generation: Option<u32>,
 ) -> Result<Summary, ApplyError> {
     let start = Instant::now();
     if tx.is_empty() {
@@ -69,6 +74,7 @@ pub fn apply_transaction(
         crate::encode::encode_transaction(tx, desired),
         desired,
         start,
+        generation,
     )
 }
 
@@ -76,6 +82,7 @@ fn send(
     encoded: crate::encode::Encoded,
     ruleset: &Ruleset,
     start: Instant,
+    generation: Option<u32>,
 ) -> Result<Summary, ApplyError> {
     let socket = NetlinkSocket::open().map_err(ApplyError::Socket)?;
     let timeout = Duration::from_secs(60);
@@ -85,6 +92,7 @@ fn send(
             &encoded.batch,
             &encoded.provenance.keys().copied().collect(),
             timeout,
+            generation,
         )
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
@@ -99,6 +107,9 @@ fn send(
     {
         if errno == libc::EPERM {
             return Err(ApplyError::NotPermitted);
+        }
+        if let (libc::ERESTART, Some(read)) = (errno, generation) {
+            return Err(ApplyError::Changed { read });
         }
         let what = encoded
             .provenance

@@ -16,4 +16,4 @@ pub mod sets;
 pub mod socket;
 
 pub use apply::{apply, apply_transaction, ApplyError, Summary};
-pub use readback::{normalize, readback, ReadbackError};
+pub use readback::{generation_now, normalize, readback, readback_with_generation, ReadbackError};

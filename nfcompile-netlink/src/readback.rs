@@ -129,19 +129,71 @@ impl Dumper {
 
 /// Our tables as the kernel holds them, one per family present.
 pub fn readback() -> Result<Ruleset, ReadbackError> {
+    Ok(readback_with_generation()?.0)
+}
+
+/// Our tables and the nf_tables generation they were read at. A transaction sent with that
+/// generation is refused by the kernel if anything changed in between.
+pub fn readback_with_generation() -> Result<(Ruleset, u32), ReadbackError> {
     let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
     let mut d = Dumper {
         socket,
         seq: 0,
         buf: vec![0u8; 1 << 20],
     };
-    let mut tables = Vec::new();
-    for family in Family::ALL {
-        if let Some(t) = read_table(&mut d, family)? {
-            tables.push(t);
+    // Read again if the ruleset changed while it was being dumped.
+    for _ in 0..5 {
+        let before = generation(&mut d)?;
+        let mut tables = Vec::new();
+        for family in Family::ALL {
+            if let Some(t) = read_table(&mut d, family)? {
+                tables.push(t);
+            }
+        }
+        if generation(&mut d)? == before {
+            return Ok((Ruleset { tables }, before));
         }
     }
-    Ok(Ruleset { tables })
+    Err(ReadbackError::Io(io::Error::other(
+        "the ruleset kept changing while it was read",
+    )))
+}
+
+const NFT_MSG_GETGEN: u16 = 16;
+const NFT_MSG_NEWGEN: u16 = 15;
+const NFTA_GEN_ID: u16 = 1;
+
+/// The current nf_tables generation id.
+pub fn generation_now() -> Result<u32, ReadbackError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let mut d = Dumper {
+        socket,
+        seq: 0,
+        buf: vec![0u8; 1 << 16],
+    };
+    generation(&mut d)
+}
+
+fn generation(d: &mut Dumper) -> Result<u32, ReadbackError> {
+    let mut gen = None;
+    d.request(
+        NFT_MSG_GETGEN,
+        libc::AF_UNSPEC as u16,
+        NLM_F_ACK,
+        &|_| {},
+        NFT_MSG_NEWGEN,
+        &mut |h| {
+            let bytes =
+                unsafe { std::slice::from_raw_parts(h.cast::<u8>(), (*h).nlmsg_len as usize) };
+            for (t, v) in attrs(&bytes[20..]) {
+                if t == NFTA_GEN_ID && v.len() == 4 {
+                    gen = Some(u32::from_be_bytes([v[0], v[1], v[2], v[3]]));
+                }
+            }
+            Ok(())
+        },
+    )?;
+    gen.ok_or_else(|| ReadbackError::Io(io::Error::other("the kernel did not report a generation")))
 }
 
 fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackError> {

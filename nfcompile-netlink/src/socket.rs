@@ -52,8 +52,25 @@ impl NetlinkSocket {
         batch: &FinalizedBatch,
         expected: &BTreeSet<u32>,
         timeout: Duration,
+        generation: Option<u32>,
     ) -> io::Result<Answers> {
-        let pages: Vec<&[u8]> = batch.iter().collect();
+        let mut pages: Vec<&[u8]> = batch.iter().collect();
+        // nftnl writes the batch-begin message itself; to make the kernel refuse the batch
+        // when the ruleset changed since `generation`, send our own begin carrying
+        // NFNL_BATCH_GENID in its place.
+        let begin;
+        if let (Some(gen), Some(first)) = (generation, pages.first().copied()) {
+            let len = u32::from_ne_bytes(first[0..4].try_into().expect("header")) as usize;
+            let mut b = first[..len].to_vec();
+            b.extend_from_slice(&8u16.to_ne_bytes()); // nla_len
+            b.extend_from_slice(&1u16.to_ne_bytes()); // NFNL_BATCH_GENID
+            b.extend_from_slice(&gen.to_be_bytes());
+            let new_len = b.len() as u32;
+            b[0..4].copy_from_slice(&new_len.to_ne_bytes());
+            begin = b;
+            pages[0] = &first[len.div_ceil(4) * 4..];
+            pages.insert(0, &begin);
+        }
         let total: usize = pages.iter().map(|p| p.len()).sum();
         let size = (total + (1 << 20)).min(i32::MAX as usize) as libc::c_int;
         // As root the *FORCE variants lift the system limits; otherwise take what we get.

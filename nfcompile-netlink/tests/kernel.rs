@@ -307,9 +307,9 @@ fn a_netlink_transaction_turns_the_kernels_ruleset_into_the_desired_one() {
         let want = b.clone();
         let (mut got, messages) = in_fresh_netns(move || {
             apply(&a).unwrap();
-            let live = readback().unwrap();
+            let (live, generation) = nfcompile_netlink::readback_with_generation().unwrap();
             let tx = nfcompile::diff::diff(&live, &b);
-            let s = apply_transaction(&tx, &b).unwrap_or_else(|e| panic!("{e}"));
+            let s = apply_transaction(&tx, &b, Some(generation)).unwrap_or_else(|e| panic!("{e}"));
             // Nothing left to do afterwards.
             let again = nfcompile::diff::diff(&readback().unwrap(), &b);
             assert!(
@@ -337,4 +337,26 @@ fn a_netlink_transaction_turns_the_kernels_ruleset_into_the_desired_one() {
         }
         assert!(messages > 0, "{what}");
     }
+}
+
+#[test]
+fn a_transaction_planned_on_a_stale_read_is_refused() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("a_transaction_planned_on_a_stale_read_is_refused", &reason);
+    }
+    let all = generated();
+    let (a, b) = (all[0].1.clone(), all[1].1.clone());
+    let (err, before, after) = in_fresh_netns(move || {
+        apply(&a).unwrap();
+        let (live, generation) = nfcompile_netlink::readback_with_generation().unwrap();
+        // Someone else changes the ruleset between our read and our commit.
+        nft(&["add", "table", "ip", "someone-else"]);
+        let before = nft(&["list", "ruleset"]);
+        let tx = nfcompile::diff::diff(&live, &b);
+        let err = apply_transaction(&tx, &b, Some(generation)).unwrap_err();
+        (err, before, nft(&["list", "ruleset"]))
+    });
+    assert!(matches!(err, ApplyError::Changed { .. }), "{err}");
+    assert!(err.to_string().contains("plan again"));
+    assert_eq!(before, after);
 }
