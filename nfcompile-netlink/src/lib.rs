@@ -14,6 +14,8 @@ pub mod encode;
 pub mod readback;
 pub mod sets;
 pub mod socket;
+pub mod sync;
 
 pub use apply::{apply, apply_transaction, ApplyError, Summary};
 pub use readback::{generation_now, normalize, readback, readback_with_generation, ReadbackError};
+pub use sync::{SyncError, SyncReport, Syncer};

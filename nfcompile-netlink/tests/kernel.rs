@@ -360,3 +360,47 @@ fn a_transaction_planned_on_a_stale_read_is_refused() {
     assert!(err.to_string().contains("plan again"));
     assert_eq!(before, after);
 }
+
+#[test]
+fn the_syncer_commits_differences_and_repairs_drift() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("the_syncer_commits_differences_and_repairs_drift", &reason);
+    }
+    let all = generated();
+    let (a, b) = (all[4].1.clone(), all[5].1.clone());
+    let want = b.clone();
+    let (reports, drift, repaired, mut got) = in_fresh_netns(move || {
+        let mut s = nfcompile_netlink::Syncer::new();
+        let first = s.sync(a.clone()).unwrap();
+        let again = s.sync(a).unwrap();
+        let second = s.sync(b).unwrap();
+        let clean = s.check_drift(false).unwrap();
+        // Someone deletes a chain's rules behind our back.
+        nft(&["flush", "chain", "ip", "nfcompile", "services"]);
+        let drift = s.check_drift(false).unwrap();
+        let repaired = s.check_drift(true).unwrap();
+        let after = s.check_drift(false).unwrap();
+        (
+            (first, again, second, clean, after),
+            drift,
+            repaired,
+            readback().unwrap(),
+        )
+    });
+    let (first, again, second, clean, after) = reports;
+    assert!(first.read_back && first.operations > 0);
+    assert_eq!(again.operations, 0, "an unchanged sync must do nothing");
+    assert!(
+        !again.read_back && !second.read_back,
+        "syncs after the first must not list the kernel"
+    );
+    assert!(second.operations > 0);
+    assert_eq!(clean.operations, 0);
+    assert!(drift.operations > 0, "drift not seen");
+    assert!(repaired.operations > 0 && repaired.messages > 0);
+    assert_eq!(after.operations, 0, "drift not repaired");
+    let mut want = want;
+    normalize(&mut want);
+    normalize(&mut got);
+    assert!(nfcompile::diff::canonical(&got) == nfcompile::diff::canonical(&want));
+}

@@ -106,6 +106,7 @@ impl Transaction {
                 Op::AddElements { elements, .. } | Op::DeleteElements { elements, .. } => {
                     elements.len()
                 }
+                Op::AddTable { table } => table.sets.iter().map(|s| s.elements.len()).sum(),
                 _ => 0,
             })
             .sum()
