@@ -137,37 +137,46 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
         elements: 0,
         next_set_id: 1,
     };
-    let find = |r: &nfcompile::diff::TableRef| -> Table {
-        desired
-            .tables
-            .iter()
-            .find(|t| t.family == r.family && t.name == r.name)
-            .cloned()
-            .unwrap_or_else(|| Table {
-                family: r.family,
-                name: r.name.clone(),
+    // Tables being deleted are not in `desired`: stand-ins carry their family and name.
+    let stand_ins: Vec<Table> = tx
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteTable { table } => Some(Table {
+                family: table.family,
+                name: table.name.clone(),
                 comment: None,
                 sets: Vec::new(),
                 chains: Vec::new(),
-            })
+            }),
+            _ => None,
+        })
+        .collect();
+    let find = |r: &nfcompile::diff::TableRef| -> &Table {
+        desired
+            .tables
+            .iter()
+            .chain(&stand_ins)
+            .find(|t| t.family == r.family && t.name == r.name)
+            .expect("every table of a transaction is desired or deleted")
     };
     let mut ids: HashMap<(nfcompile::diff::TableRef, String), u32> = HashMap::new();
     for op in &tx.ops {
         match op {
             Op::AddTable { table } => enc.table(table),
-            Op::DeleteTable { table } => enc.delete_table(&find(table)),
+            Op::DeleteTable { table } => enc.delete_table(find(table)),
             Op::FlushChain { table, chain } => {
-                enc.delete_by_chain(&find(table), chain, NFT_MSG_DELRULE)
+                enc.delete_by_chain(find(table), chain, NFT_MSG_DELRULE)
             }
             Op::DeleteChain { table, chain } => {
-                enc.delete_by_chain(&find(table), chain, NFT_MSG_DELCHAIN)
+                enc.delete_by_chain(find(table), chain, NFT_MSG_DELCHAIN)
             }
-            Op::DeleteSet { table, set, .. } => enc.delete_set(&find(table), set),
+            Op::DeleteSet { table, set, .. } => enc.delete_set(find(table), set),
             Op::AddSet { table, set } => {
-                let id = enc.set(&find(table), set, &set.name, false);
+                let id = enc.set(find(table), set, &set.name, false);
                 ids.insert((table.clone(), set.name.clone()), id);
             }
-            Op::AddChain { table, chain } => enc.chain(&find(table), chain),
+            Op::AddChain { table, chain } => enc.chain(find(table), chain),
             Op::AddElements {
                 table,
                 set,
@@ -200,7 +209,7 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
                     );
                 } else {
                     let specs = sets::deletion_elements(&part);
-                    enc.element_message(&t, &part, set, id, specs, NFT_MSG_DELSETELEM, 0);
+                    enc.element_message(t, &part, set, id, specs, NFT_MSG_DELSETELEM, 0);
                 }
             }
             Op::AddRules {
@@ -221,7 +230,7 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
                     .map(|((_, n), id)| (n.clone(), *id))
                     .collect();
                 for (i, rule) in rules.iter().enumerate() {
-                    enc.rule(&t, &c, i, rule, &by_name);
+                    enc.rule(t, &c, i, rule, &by_name);
                 }
             }
         }

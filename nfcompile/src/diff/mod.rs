@@ -349,12 +349,30 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
 /// `(deleted, added)` elements between two lists of one set; elements compare whole. An
 /// element naming a chain that is deleted and re-created must go before the chain can, so it
 /// is deleted and added again even though its value stays.
+fn targets(e: &Element, chains: &HashSet<&str>) -> bool {
+    matches!(&e.data, Some(crate::model::ElementData::Verdict(v)) if v.target().is_some_and(|c| chains.contains(c)))
+}
+
 fn element_changes(
     old: &[Element],
     new: &[Element],
     replaced_chains: &HashSet<&str>,
 ) -> (Vec<Element>, Vec<Element>) {
-    let targets_replaced = |e: &Element| matches!(&e.data, Some(crate::model::ElementData::Verdict(v)) if v.target().is_some_and(|c| replaced_chains.contains(c)));
+    let targets_replaced = |e: &Element| targets(e, replaced_chains);
+    // Elements keep lowering order, so a change to a few services is a short run in the
+    // middle: skip the common beginning and end before hashing what is left.
+    let (mut old, mut new) = (old, new);
+    if replaced_chains.is_empty() {
+        let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        (old, new) = (&old[head..], &new[head..]);
+        let tail = old
+            .iter()
+            .rev()
+            .zip(new.iter().rev())
+            .take_while(|(a, b)| a == b)
+            .count();
+        (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
+    }
     let old_set: HashSet<&Element> = old.iter().filter(|e| !targets_replaced(e)).collect();
     let new_set: HashSet<&Element> = new.iter().filter(|e| !targets_replaced(e)).collect();
     let gone = old
