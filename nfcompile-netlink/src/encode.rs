@@ -188,25 +188,24 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
                 elements,
             } => {
                 let t = find(table);
-                let Some(decl) = t.set(set).cloned() else {
+                let Some(decl) = t.set(set) else {
                     continue;
                 };
+                // The declaration only; cloning the whole set would copy all its elements.
                 let part = Set {
+                    name: decl.name.clone(),
+                    key: decl.key.clone(),
+                    data: decl.data.clone(),
+                    flags: decl.flags,
+                    timeout: decl.timeout,
+                    size: decl.size,
+                    comment: decl.comment.clone(),
                     elements: elements.clone(),
-                    ..decl
                 };
                 let id = ids.get(&(table.clone(), set.clone())).copied();
                 if matches!(op, Op::AddElements { .. }) {
                     let specs = sets::elements(&part);
-                    enc.element_message(
-                        &t,
-                        &part,
-                        set,
-                        id,
-                        specs,
-                        NFT_MSG_NEWSETELEM,
-                        NLM_F_CREATE,
-                    );
+                    enc.element_message(t, &part, set, id, specs, NFT_MSG_NEWSETELEM, NLM_F_CREATE);
                 } else {
                     let specs = sets::deletion_elements(&part);
                     enc.element_message(t, &part, set, id, specs, NFT_MSG_DELSETELEM, 0);
