@@ -277,6 +277,28 @@ impl Encoder {
         }
     }
 
+    /// One message carrying one libnftnl object, freed once the message is written.
+    fn add_object<T: 'static>(
+        &mut self,
+        kind: u16,
+        family: u16,
+        flags: u16,
+        what: String,
+        owned: Owned<T>,
+        build: impl Fn(*mut libc::nlmsghdr, *mut T) + 'static,
+    ) {
+        self.add(
+            kind,
+            family,
+            flags,
+            what,
+            Box::new(move |hdr| {
+                build(hdr, owned.ptr);
+                false
+            }),
+        );
+    }
+
     fn table(&mut self, table: &Table) {
         let fam = family_code(table.family);
         let what = format!("table {} {}", family_name(table.family), table.name);
@@ -353,7 +375,7 @@ impl Encoder {
             ptr: t,
             free: sys::nftnl_table_free,
         };
-        self.add(
+        self.add_object(
             NFT_MSG_DELTABLE,
             fam,
             0,
@@ -362,10 +384,8 @@ impl Encoder {
                 family_name(table.family),
                 table.name
             ),
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_table_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
+            owned,
+            |h, p| unsafe { sys::nftnl_table_nlmsg_build_payload(h, p) },
         );
     }
 
@@ -394,16 +414,9 @@ impl Encoder {
                 ptr: r,
                 free: sys::nftnl_rule_free,
             };
-            self.add(
-                kind,
-                fam,
-                0,
-                what,
-                Box::new(move |hdr| {
-                    unsafe { sys::nftnl_rule_nlmsg_build_payload(hdr, owned.ptr) };
-                    false
-                }),
-            );
+            self.add_object(kind, fam, 0, what, owned, |h, p| unsafe {
+                sys::nftnl_rule_nlmsg_build_payload(h, p)
+            });
         } else {
             let c = unsafe { sys::nftnl_chain_alloc() };
             unsafe {
@@ -415,16 +428,9 @@ impl Encoder {
                 ptr: c,
                 free: sys::nftnl_chain_free,
             };
-            self.add(
-                kind,
-                fam,
-                0,
-                what,
-                Box::new(move |hdr| {
-                    unsafe { sys::nftnl_chain_nlmsg_build_payload(hdr, owned.ptr) };
-                    false
-                }),
-            );
+            self.add_object(kind, fam, 0, what, owned, |h, p| unsafe {
+                sys::nftnl_chain_nlmsg_build_payload(h, p)
+            });
         }
     }
 
@@ -436,7 +442,7 @@ impl Encoder {
             ptr: s,
             free: sys::nftnl_set_free,
         };
-        self.add(
+        self.add_object(
             NFT_MSG_DELSET,
             fam,
             0,
@@ -445,10 +451,8 @@ impl Encoder {
                 family_name(table.family),
                 table.name
             ),
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_set_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
+            owned,
+            |h, p| unsafe { sys::nftnl_set_nlmsg_build_payload(h, p) },
         );
     }
 
@@ -496,7 +500,7 @@ impl Encoder {
             ptr: c,
             free: sys::nftnl_chain_free,
         };
-        self.add(
+        self.add_object(
             NFT_MSG_NEWCHAIN,
             fam,
             NLM_F_CREATE,
@@ -506,10 +510,8 @@ impl Encoder {
                 family_name(table.family),
                 table.name
             ),
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_chain_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
+            owned,
+            |h, p| unsafe { sys::nftnl_chain_nlmsg_build_payload(h, p) },
         );
     }
 
@@ -559,7 +561,7 @@ impl Encoder {
             ptr: s,
             free: sys::nftnl_set_free,
         };
-        self.add(
+        self.add_object(
             NFT_MSG_NEWSET,
             fam,
             NLM_F_CREATE,
@@ -569,10 +571,8 @@ impl Encoder {
                 family_name(table.family),
                 table.name
             ),
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_set_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
+            owned,
+            |h, p| unsafe { sys::nftnl_set_nlmsg_build_payload(h, p) },
         );
         id
     }
