@@ -58,6 +58,25 @@ enum Command {
         #[arg(short, long)]
         verbose: bool,
     },
+    /// Follow one packet through the compiled rules, offline (no kernel, no root).
+    Trace {
+        #[command(flatten)]
+        input: InputArgs,
+        #[arg(long, value_enum, default_value_t = Proto::Tcp)]
+        proto: Proto,
+        /// Source address, optionally with a port (`10.244.1.5:40000`, `[fd00::5]:40000`).
+        #[arg(long)]
+        src: String,
+        /// Destination address and port.
+        #[arg(long)]
+        dst: String,
+        /// Where the packet comes from.
+        #[arg(long, value_enum, default_value_t = From::External)]
+        from: From,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the input and report every problem, without printing the ruleset.
     Check {
         #[command(flatten)]
@@ -77,6 +96,20 @@ struct InputArgs {
     /// Do not print warnings about skipped objects.
     #[arg(short, long)]
     quiet: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Proto {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum From {
+    Pod,
+    Node,
+    External,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -183,6 +216,61 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Trace {
+            input,
+            proto,
+            src,
+            dst,
+            from,
+            json,
+        } => {
+            let (cluster, warnings) = load(&input)?;
+            if !input.quiet {
+                for w in warnings {
+                    eprintln!("warning: {w}");
+                }
+            }
+            let ruleset = nfcompile::compile(&cluster).map_err(|e| e.to_string())?;
+            let (src, src_port) = endpoint(&src, "--src", false)?;
+            let (dst, dst_port) = endpoint(&dst, "--dst", true)?;
+            let packet = nfcompile::trace::Packet {
+                proto: match proto {
+                    Proto::Tcp => nfcompile::model::Protocol::Tcp,
+                    Proto::Udp => nfcompile::model::Protocol::Udp,
+                    Proto::Sctp => nfcompile::model::Protocol::Sctp,
+                },
+                src,
+                src_port: src_port.unwrap_or(40000),
+                dst,
+                dst_port: dst_port.expect("required"),
+                origin: match from {
+                    From::Pod => nfcompile::trace::Origin::Pod,
+                    From::Node => nfcompile::trace::Origin::Node,
+                    From::External => nfcompile::trace::Origin::External,
+                },
+            };
+            let t = nfcompile::trace::trace(&ruleset, &cluster.node.addresses, &packet)
+                .map_err(|e| e.to_string())?;
+            if json {
+                let v = serde_json::json!({"packet": packet, "branches": t.branches, "verdict": t.verdict_line()});
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&v).expect("serialisable")
+                );
+            } else {
+                for (i, b) in t.branches.iter().enumerate() {
+                    if t.branches.len() > 1 {
+                        println!("branch {} (probability {:.3}):", i + 1, b.probability);
+                    }
+                    for s in &b.steps {
+                        println!("  {s}");
+                    }
+                    println!("  → {:?}", b.outcome);
+                }
+                println!("{}", t.verdict_line());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { input } => {
             let ruleset = compile(&input)?;
             let (sets, elements, chains, rules) =
@@ -279,6 +367,52 @@ fn print_plan(
             tx.element_changes()
         );
     }
+}
+
+/// `ADDR`, `ADDR:PORT` or `[ADDR6]:PORT`.
+fn endpoint(
+    text: &str,
+    flag: &str,
+    need_port: bool,
+) -> Result<(std::net::IpAddr, Option<u16>), String> {
+    let bad = || {
+        format!(
+            "{flag} {text:?} is not ADDRESS{}",
+            if need_port { ":PORT" } else { "[:PORT]" }
+        )
+    };
+    if let Ok(a) = text.parse::<std::net::IpAddr>() {
+        return if need_port { Err(bad()) } else { Ok((a, None)) };
+    }
+    let sa: std::net::SocketAddr = text.parse().map_err(|_| bad())?;
+    Ok((sa.ip(), Some(sa.port())))
+}
+
+fn read_sources(input: &InputArgs) -> Result<Vec<Source>, String> {
+    let mut sources = Vec::new();
+    for path in &input.files {
+        if path.as_os_str() == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|e| format!("standard input: {e}"))?;
+            sources.push(Source {
+                name: "<stdin>".into(),
+                text,
+            });
+        } else {
+            sources.push(Source::read(path).map_err(|e| e.to_string())?);
+        }
+    }
+    Ok(sources)
+}
+
+fn load(input: &InputArgs) -> Result<(nfcompile::ir::Cluster, Vec<String>), String> {
+    let sources = read_sources(input)?;
+    let (cluster, mut warnings) =
+        nfcompile::front::load(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
+    warnings.extend(nfcompile::validate::warnings(&cluster));
+    Ok((cluster, warnings))
 }
 
 fn compile(input: &InputArgs) -> Result<nfcompile::model::Ruleset, String> {

@@ -222,3 +222,71 @@ fn plan_against_empty_or_a_saved_model_needs_no_kernel() {
         .contains("not a model saved by `render --format json`"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn trace_ends_with_the_verdict_and_needs_no_kernel() {
+    let out = nfcompile(
+        &[
+            "trace",
+            "-q",
+            "-f",
+            "../../nfcompile/tests/in/vip-workshop.yaml",
+            "--src",
+            "192.168.10.10:5555",
+            "--dst",
+            "192.168.10.100:80",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text.lines().last(),
+        Some("verdict: dnat 192.168.20.20:80 masquerade"),
+        "{text}"
+    );
+    assert!(text.contains("services: ip daddr . meta l4proto . th dport vmap @service-ips"));
+
+    let out = nfcompile(
+        &[
+            "trace",
+            "-q",
+            "-f",
+            "../../examples/two-node-cluster.yaml",
+            "--from",
+            "pod",
+            "--proto",
+            "udp",
+            "--src",
+            "10.42.0.50",
+            "--dst",
+            "10.43.0.10:53",
+            "--json",
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verdict"], "verdict: dnat 10.42.0.2:53");
+
+    let out = nfcompile(
+        &[
+            "trace",
+            "-q",
+            "-f",
+            "../../examples/two-node-cluster.yaml",
+            "--src",
+            "1.2.3.4",
+            "--dst",
+            "10.43.0.10",
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--dst \"10.43.0.10\" is not ADDRESS:PORT")
+    );
+}

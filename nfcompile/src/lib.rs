@@ -20,6 +20,7 @@ pub mod lower;
 pub mod model;
 pub mod optimize;
 pub mod synth;
+pub mod trace;
 pub mod validate;
 
 pub use error::{CompileError, FieldError, InputError, Invalid};

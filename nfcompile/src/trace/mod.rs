@@ -1,0 +1,527 @@
+//! Following one packet through a compiled ruleset, offline: a peer backend that evaluates the
+//! model hook by hook, the way the kernel would.
+//!
+//! The first packet of a new connection is traced (NAT chains only see that one): the
+//! destination-NAT hook (`prerouting`, or `output` for the node's own traffic), then
+//! `postrouting` for source NAT. `numgen` forks the trace into one branch per value, each with
+//! its probability; the session-affinity map is empty for a first packet. Any construct the
+//! tracer does not understand is an error, never skipped.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::model::*;
+
+/// Where the packet comes from, which decides its hook and what `fib saddr type local` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A pod on this node (arrives on a pod interface).
+    Pod,
+    /// This node itself (leaves through the output hook).
+    Node,
+    /// Anything else (arrives from the network).
+    External,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    pub proto: Protocol,
+    pub src: IpAddr,
+    pub src_port: u16,
+    pub dst: IpAddr,
+    pub dst_port: u16,
+    pub origin: Origin,
+}
+
+/// One way the packet can go.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Branch {
+    pub probability: f64,
+    /// Every rule that matched, as `chain: rule`.
+    pub steps: Vec<String>,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Outcome {
+    /// Destination rewritten; `masquerade` when the source is rewritten too.
+    Dnat {
+        to: String,
+        masquerade: bool,
+    },
+    Drop,
+    Reject,
+    /// No service rule applied.
+    Accept {
+        masquerade: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trace {
+    pub branches: Vec<Branch>,
+}
+
+impl Trace {
+    /// The last line of `nfcompile trace`: `verdict: dnat A:P B:P masquerade`, `verdict: drop`…
+    pub fn verdict_line(&self) -> String {
+        let mut dnat: Vec<String> = Vec::new();
+        let mut masq = Vec::new();
+        let mut other = Vec::new();
+        for b in &self.branches {
+            match &b.outcome {
+                Outcome::Dnat { to, masquerade } => {
+                    if !dnat.contains(to) {
+                        dnat.push(to.clone());
+                    }
+                    masq.push(*masquerade);
+                }
+                Outcome::Drop => other.push("drop"),
+                Outcome::Reject => other.push("reject"),
+                Outcome::Accept { .. } => other.push("accept"),
+            }
+        }
+        if !dnat.is_empty() {
+            let mut line = format!("verdict: dnat {}", dnat.join(" "));
+            if masq.iter().all(|m| *m) {
+                line.push_str(" masquerade");
+            } else if masq.iter().any(|m| *m) {
+                line.push_str(" masquerade-on-some-branches");
+            }
+            return line;
+        }
+        other.dedup();
+        format!("verdict: {}", other.join(" "))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot trace: {0}")]
+pub struct TraceError(pub String);
+
+/// The state one branch carries through the hooks.
+#[derive(Debug, Clone)]
+struct State {
+    probability: f64,
+    steps: Vec<String>,
+    mark: u32,
+    dst: IpAddr,
+    dst_port: u16,
+    dnat: bool,
+}
+
+enum Flow {
+    Continue,
+    Accept,
+    Drop,
+    Reject,
+    Dnat,
+    Masquerade,
+    Return,
+}
+
+/// Trace `packet` through `ruleset` as seen on a node with `node_addresses`.
+pub fn trace(
+    ruleset: &Ruleset,
+    node_addresses: &[IpAddr],
+    packet: &Packet,
+) -> Result<Trace, TraceError> {
+    let family = match packet.dst {
+        IpAddr::V4(_) => Family::Ipv4,
+        IpAddr::V6(_) => Family::Ipv6,
+    };
+    let Some(table) = ruleset.tables.iter().find(|t| t.family == family) else {
+        return Ok(Trace {
+            branches: vec![Branch {
+                probability: 1.0,
+                steps: vec![],
+                outcome: Outcome::Accept { masquerade: false },
+            }],
+        });
+    };
+    let t = Tracer {
+        table,
+        node_addresses,
+        packet,
+    };
+    let hook = if packet.origin == Origin::Node {
+        Hook::Output
+    } else {
+        Hook::Prerouting
+    };
+    let start = State {
+        probability: 1.0,
+        steps: Vec::new(),
+        mark: 0,
+        dst: packet.dst,
+        dst_port: packet.dst_port,
+        dnat: false,
+    };
+    let mut branches = Vec::new();
+    for (state, flow) in t.hook(ChainType::Nat, hook, start)? {
+        match flow {
+            Flow::Drop => branches.push(branch(state, Outcome::Drop)),
+            Flow::Reject => branches.push(branch(state, Outcome::Reject)),
+            _ => {
+                // Routing, then source NAT on the way out.
+                for (s, f) in t.hook(ChainType::Nat, Hook::Postrouting, state)? {
+                    let masquerade = matches!(f, Flow::Masquerade);
+                    let outcome = match f {
+                        Flow::Drop => Outcome::Drop,
+                        Flow::Reject => Outcome::Reject,
+                        _ if s.dnat => Outcome::Dnat {
+                            to: endpoint(s.dst, s.dst_port),
+                            masquerade,
+                        },
+                        _ => Outcome::Accept { masquerade },
+                    };
+                    branches.push(branch(s, outcome));
+                }
+            }
+        }
+    }
+    Ok(Trace { branches })
+}
+
+fn branch(s: State, outcome: Outcome) -> Branch {
+    Branch {
+        probability: s.probability,
+        steps: s.steps,
+        outcome,
+    }
+}
+
+fn endpoint(a: IpAddr, port: u16) -> String {
+    match a {
+        IpAddr::V4(v) => format!("{v}:{port}"),
+        IpAddr::V6(v) => format!("[{v}]:{port}"),
+    }
+}
+
+struct Tracer<'a> {
+    table: &'a Table,
+    node_addresses: &'a [IpAddr],
+    packet: &'a Packet,
+}
+
+impl Tracer<'_> {
+    /// Every base chain of `kind` on `hook`, in priority order.
+    fn hook(
+        &self,
+        kind: ChainType,
+        hook: Hook,
+        state: State,
+    ) -> Result<Vec<(State, Flow)>, TraceError> {
+        let mut chains: Vec<&Chain> = self
+            .table
+            .chains
+            .iter()
+            .filter(|c| c.base.is_some_and(|b| b.kind == kind && b.hook == hook))
+            .collect();
+        chains.sort_by_key(|c| c.base.map(|b| b.priority));
+        let mut states = vec![(state, Flow::Continue)];
+        for chain in chains {
+            let mut next = Vec::new();
+            for (s, flow) in states {
+                match flow {
+                    Flow::Continue | Flow::Accept | Flow::Return => {
+                        next.extend(self.chain(chain, s, 0)?)
+                    }
+                    done => next.push((s, done)),
+                }
+            }
+            states = next;
+        }
+        Ok(states
+            .into_iter()
+            .map(|(s, f)| {
+                (
+                    s,
+                    if matches!(f, Flow::Return) {
+                        Flow::Continue
+                    } else {
+                        f
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Run `chain` from rule `from`; returns every branch with how it ended.
+    fn chain(
+        &self,
+        chain: &Chain,
+        state: State,
+        depth: usize,
+    ) -> Result<Vec<(State, Flow)>, TraceError> {
+        if depth > 16 {
+            return Err(TraceError(format!(
+                "jumps nest deeper than 16 at chain {}",
+                chain.name
+            )));
+        }
+        let mut done = Vec::new();
+        let mut live = vec![state];
+        for rule in &chain.rules {
+            let mut still = Vec::new();
+            for s in live {
+                if !self.matches(rule, &s)? {
+                    still.push(s);
+                    continue;
+                }
+                let mut s = s;
+                let mut text = String::new();
+                crate::emit::text::write_rule(&mut text, rule);
+                s.steps.push(format!("{}: {text}", chain.name));
+                for (s2, flow) in self.statements(&rule.statements, s, depth)? {
+                    match flow {
+                        Flow::Continue => still.push(s2),
+                        Flow::Return => done.push((s2, Flow::Continue)),
+                        other => done.push((s2, other)),
+                    }
+                }
+            }
+            live = still;
+        }
+        done.extend(live.into_iter().map(|s| (s, Flow::Continue)));
+        Ok(done)
+    }
+
+    fn statements(
+        &self,
+        stmts: &[Statement],
+        state: State,
+        depth: usize,
+    ) -> Result<Vec<(State, Flow)>, TraceError> {
+        let mut states = vec![(state, Flow::Continue)];
+        for st in stmts {
+            let mut next = Vec::new();
+            for (mut s, flow) in states {
+                if !matches!(flow, Flow::Continue) {
+                    next.push((s, flow));
+                    continue;
+                }
+                match st {
+                    Statement::Verdict(v) => next.extend(self.verdict(v, s, depth)?),
+                    Statement::VerdictMap { key, map } => {
+                        let set = self.set(map)?;
+                        let keys = self.key(key, &s)?;
+                        match lookup(set, &keys) {
+                            Some(Element {
+                                data: Some(ElementData::Verdict(v)),
+                                ..
+                            }) => next.extend(self.verdict(v, s, depth)?),
+                            Some(_) => {
+                                return Err(TraceError(format!("map {map} is not a verdict map")))
+                            }
+                            None => next.push((s, Flow::Continue)),
+                        }
+                    }
+                    Statement::MarkOr(b) => {
+                        s.mark |= b;
+                        next.push((s, Flow::Continue));
+                    }
+                    Statement::MarkXor(b) => {
+                        s.mark ^= b;
+                        next.push((s, Flow::Continue));
+                    }
+                    Statement::DnatMap { key, map, .. } => {
+                        let set = self.set(map)?;
+                        if set.flags.contains(SetFlags::DYNAMIC) {
+                            // Session-affinity state: empty for a first packet.
+                            next.push((s, Flow::Continue));
+                            continue;
+                        }
+                        for (p, keys) in self.keys_with_numgen(key, &s)? {
+                            let mut b = s.clone();
+                            b.probability *= p;
+                            match lookup(set, &keys) {
+                                Some(Element {
+                                    data: Some(ElementData::Values(v)),
+                                    ..
+                                }) => match v.as_slice() {
+                                    [Value::Addr(a), Value::Port(port)] => {
+                                        b.dst = *a;
+                                        b.dst_port = *port;
+                                        b.dnat = true;
+                                        next.push((b, Flow::Dnat));
+                                    }
+                                    _ => {
+                                        return Err(TraceError(format!(
+                                            "map {map} holds no address . port"
+                                        )))
+                                    }
+                                },
+                                _ => next.push((b, Flow::Continue)),
+                            }
+                        }
+                    }
+                    Statement::UpdateMap { .. } => next.push((s, Flow::Continue)), // remembers; no effect now
+                    Statement::Masquerade { .. } => next.push((s, Flow::Masquerade)),
+                    Statement::Reject => next.push((s, Flow::Reject)),
+                }
+            }
+            states = next;
+        }
+        Ok(states)
+    }
+
+    fn verdict(
+        &self,
+        v: &Verdict,
+        s: State,
+        depth: usize,
+    ) -> Result<Vec<(State, Flow)>, TraceError> {
+        Ok(match v {
+            Verdict::Accept => vec![(s, Flow::Accept)],
+            Verdict::Drop => vec![(s, Flow::Drop)],
+            Verdict::Return => vec![(s, Flow::Return)],
+            Verdict::Jump(c) | Verdict::Goto(c) => {
+                let chain = self
+                    .table
+                    .chain(c)
+                    .ok_or_else(|| TraceError(format!("no chain {c}")))?;
+                let after = self.chain(chain, s, depth + 1)?;
+                let goto = matches!(v, Verdict::Goto(_));
+                after
+                    .into_iter()
+                    .map(|(s, f)| match (f, goto) {
+                        // The end of a goto'd chain returns to where the caller's caller was.
+                        (Flow::Continue, true) => (s, Flow::Return),
+                        (f, _) => (s, f),
+                    })
+                    .collect()
+            }
+        })
+    }
+
+    fn set(&self, name: &str) -> Result<&Set, TraceError> {
+        self.table
+            .set(name)
+            .ok_or_else(|| TraceError(format!("no set {name}")))
+    }
+
+    fn value(&self, e: &Expr, s: &State) -> Result<Value, TraceError> {
+        let p = self.packet;
+        Ok(match e {
+            Expr::Saddr(_) => Value::Addr(p.src),
+            Expr::Daddr(_) => Value::Addr(s.dst),
+            Expr::L4Proto => Value::Proto(p.proto),
+            Expr::Dport => Value::Port(s.dst_port),
+            // After DNAT, the original destination is the packet's first one.
+            Expr::CtOriginalDaddr(_) => Value::Addr(p.dst),
+            Expr::CtOriginalDport => Value::Port(p.dst_port),
+            Expr::NumgenRandom { .. } => return Err(TraceError("numgen outside a map key".into())),
+        })
+    }
+
+    fn key(&self, key: &[Expr], s: &State) -> Result<Vec<Value>, TraceError> {
+        key.iter().map(|e| self.value(e, s)).collect()
+    }
+
+    /// Every value of the key, forking on `numgen` with its probability.
+    fn keys_with_numgen(
+        &self,
+        key: &[Expr],
+        s: &State,
+    ) -> Result<Vec<(f64, Vec<Value>)>, TraceError> {
+        let mut out = vec![(1.0, Vec::new())];
+        for e in key {
+            out = match e {
+                Expr::NumgenRandom { modulus, offset } => out
+                    .into_iter()
+                    .flat_map(|(p, k)| {
+                        (0..*modulus).map(move |i| {
+                            let mut k = k.clone();
+                            k.push(Value::Integer(offset + i));
+                            (p / f64::from(*modulus), k)
+                        })
+                    })
+                    .collect(),
+                e => {
+                    let v = self.value(e, s)?;
+                    out.into_iter()
+                        .map(|(p, mut k)| {
+                            k.push(v);
+                            (p, k)
+                        })
+                        .collect()
+                }
+            };
+        }
+        Ok(out)
+    }
+
+    fn local(&self, a: IpAddr) -> bool {
+        a.is_loopback() || self.node_addresses.contains(&a)
+    }
+
+    fn matches(&self, rule: &Rule, s: &State) -> Result<bool, TraceError> {
+        for m in &rule.matches {
+            let hit = match m {
+                Match::Cmp {
+                    expr,
+                    value,
+                    negate,
+                } => {
+                    let v = self.value(expr, s)?;
+                    value_matches(value, &v) != *negate
+                }
+                Match::Lookup { key, set, negate } => {
+                    let keys = self.key(key, s)?;
+                    let found = match set {
+                        SetRef::Named(n) => lookup(self.set(n)?, &keys).is_some(),
+                        SetRef::Anonymous(values) => {
+                            values.iter().any(|v| value_matches(v, &keys[0]))
+                        }
+                    };
+                    found != *negate
+                }
+                Match::MarkBitClear { mask, negate } => (s.mark & mask == 0) != *negate,
+                Match::FibLocal { side, negate } => {
+                    let a = match side {
+                        AddrSide::Source => self.packet.src,
+                        AddrSide::Destination => s.dst,
+                    };
+                    self.local(a) != *negate
+                }
+                Match::CtStatusDnat => s.dnat,
+                // Pod detection by interface: a packet said to come from a pod arrives on one.
+                Match::IifName { negate, .. } => (self.packet.origin == Origin::Pod) != *negate,
+            };
+            if !hit {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn value_matches(pattern: &Value, v: &Value) -> bool {
+    match (pattern, v) {
+        (Value::Prefix(p), Value::Addr(a)) => p.contains(*a),
+        (a, b) => a == b,
+    }
+}
+
+fn lookup<'s>(set: &'s Set, key: &[Value]) -> Option<&'s Element> {
+    set.elements.iter().find(|e| {
+        e.key.len() == key.len() && e.key.iter().zip(key).all(|(p, v)| value_matches(p, v))
+    })
+}
+
+/// Probability of each distinct outcome, for tests and summaries.
+pub fn outcomes(t: &Trace) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for b in &t.branches {
+        *out.entry(format!("{:?}", b.outcome)).or_insert(0.0) += b.probability;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;
