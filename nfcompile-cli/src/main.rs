@@ -224,12 +224,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             from,
             json,
         } => {
-            let (cluster, warnings) = load(&input)?;
-            if !input.quiet {
-                for w in warnings {
-                    eprintln!("warning: {w}");
-                }
-            }
+            let cluster = load(&input)?;
             let ruleset = nfcompile::compile(&cluster).map_err(|e| e.to_string())?;
             let (src, src_port) = endpoint(&src, "--src", false)?;
             let (dst, dst_port) = endpoint(&dst, "--dst", true)?;
@@ -407,36 +402,21 @@ fn read_sources(input: &InputArgs) -> Result<Vec<Source>, String> {
     Ok(sources)
 }
 
-fn load(input: &InputArgs) -> Result<(nfcompile::ir::Cluster, Vec<String>), String> {
+/// Read and convert the inputs, printing warnings unless `--quiet`.
+fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
     let sources = read_sources(input)?;
     let (cluster, mut warnings) =
         nfcompile::front::load(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
     warnings.extend(nfcompile::validate::warnings(&cluster));
-    Ok((cluster, warnings))
-}
-
-fn compile(input: &InputArgs) -> Result<nfcompile::model::Ruleset, String> {
-    let mut sources = Vec::new();
-    for path in &input.files {
-        if path.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::stdin()
-                .read_to_string(&mut text)
-                .map_err(|e| format!("standard input: {e}"))?;
-            sources.push(Source {
-                name: "<stdin>".into(),
-                text,
-            });
-        } else {
-            sources.push(Source::read(path).map_err(|e| e.to_string())?);
-        }
-    }
-    let (ruleset, warnings) =
-        nfcompile::compile_sources(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
     if !input.quiet {
         for w in warnings {
             eprintln!("warning: {w}");
         }
     }
-    Ok(ruleset)
+    Ok(cluster)
+}
+
+fn compile(input: &InputArgs) -> Result<nfcompile::model::Ruleset, String> {
+    let cluster = load(input)?;
+    nfcompile::compile(&cluster).map_err(|e| e.to_string())
 }

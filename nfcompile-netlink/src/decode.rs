@@ -510,7 +510,7 @@ pub fn elements(
 ) -> Result<Vec<Element>, DecodeError> {
     let interval = set_flags & flags::NFT_SET_INTERVAL != 0;
     if interval && key.len() == 1 {
-        return interval_elements(key[0], raw);
+        return interval_elements(raw);
     }
     raw.iter()
         .map(|e| {
@@ -551,7 +551,7 @@ pub fn elements(
         .collect()
 }
 
-fn interval_elements(field: FieldType, raw: &[ElemSpec]) -> Result<Vec<Element>, DecodeError> {
+fn interval_elements(raw: &[ElemSpec]) -> Result<Vec<Element>, DecodeError> {
     let mut points: Vec<(IpAddr, bool)> = raw
         .iter()
         .map(|e| {
@@ -563,7 +563,6 @@ fn interval_elements(field: FieldType, raw: &[ElemSpec]) -> Result<Vec<Element>,
         .collect::<Result<_, DecodeError>>()?;
     // Ends before starts at the same address: adjacent ranges.
     points.sort_by_key(|(a, end)| (*a, !*end));
-    let _ = field;
     let mut out = Vec::new();
     let mut open: Option<IpAddr> = None;
     for (a, is_end) in points {

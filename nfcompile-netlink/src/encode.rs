@@ -17,7 +17,7 @@ use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg};
 
 use crate::bytecode::{self, encode_rule, Insn, SetInfo, SetName};
-use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec, Udata};
+use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
@@ -311,14 +311,13 @@ impl Encoder {
                 sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
             }
             if let (true, Some(c)) = (with_comment, &comment) {
-                let mut u = Udata::default();
-                u.strz(0, &truncate(c)); // NFTNL_UDATA_TABLE_COMMENT
+                let u = sets::comment_udata(0, c); // NFTNL_UDATA_TABLE_COMMENT
                 unsafe {
                     sys::nftnl_table_set_data(
                         t,
                         sys::NFTNL_TABLE_USERDATA as u16,
-                        u.0.as_ptr().cast(),
-                        u.0.len() as u32,
+                        u.as_ptr().cast(),
+                        u.len() as u32,
                     );
                 }
             }
@@ -485,14 +484,13 @@ impl Encoder {
             }
         }
         if let Some(comment) = &chain.comment {
-            let mut u = Udata::default();
-            u.strz(0, &truncate(comment)); // NFTNL_UDATA_CHAIN_COMMENT
+            let u = sets::comment_udata(0, comment); // NFTNL_UDATA_CHAIN_COMMENT
             unsafe {
                 sys::nftnl_chain_set_data(
                     c,
                     sys::NFTNL_CHAIN_USERDATA as u16,
-                    u.0.as_ptr().cast(),
-                    u.0.len() as u32,
+                    u.as_ptr().cast(),
+                    u.len() as u32,
                 );
             }
         }
@@ -647,7 +645,7 @@ impl Encoder {
         // Anonymous sets first, as nft does: declared and filled right before their rule.
         let mut anon_ids = Vec::new();
         for (key, values) in &encoded.anonymous {
-            let set = anonymous_set(table, key, values);
+            let set = anonymous_set(key, values);
             let id = self.set(table, &set, "__set%d", true);
             self.set_elements(table, &set, "__set%d", id);
             anon_ids.push(id);
@@ -667,14 +665,13 @@ impl Encoder {
             unsafe { sys::nftnl_rule_add_expr(r, expr(insn, ids, &anon_ids)) };
         }
         if let Some(c) = &rule.comment {
-            let mut u = Udata::default();
-            u.strz(0, &truncate(c)); // NFTNL_UDATA_RULE_COMMENT
+            let u = sets::comment_udata(0, c); // NFTNL_UDATA_RULE_COMMENT
             unsafe {
                 sys::nftnl_rule_set_data(
                     r,
                     sys::NFTNL_RULE_USERDATA as u16,
-                    u.0.as_ptr().cast(),
-                    u.0.len() as u32,
+                    u.as_ptr().cast(),
+                    u.len() as u32,
                 );
             }
         }
@@ -753,14 +750,6 @@ fn element_provenance(table: &Table, set: &Set) -> String {
     s
 }
 
-fn truncate(s: &str) -> String {
-    let mut end = s.len().min(127);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
-}
-
 fn new_set(table: &Table, name: &str, id: u32) -> *mut sys::nftnl_set {
     let s = unsafe { sys::nftnl_set_alloc() };
     let (tname, sname) = (cstr(&table.name), cstr(name));
@@ -828,7 +817,7 @@ fn new_elem(e: &ElemSpec) -> *mut sys::nftnl_set_elem {
 }
 
 /// The anonymous set an inline `{ … }` stands for.
-fn anonymous_set(table: &Table, key: &Expr, values: &[Value]) -> Set {
+fn anonymous_set(key: &Expr, values: &[Value]) -> Set {
     let interval = values.iter().any(|v| matches!(v, Value::Prefix(_)));
     let field = match key {
         Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => FieldType::addr(*f),
@@ -836,7 +825,6 @@ fn anonymous_set(table: &Table, key: &Expr, values: &[Value]) -> Set {
         Expr::Dport | Expr::CtOriginalDport => FieldType::InetService,
         Expr::NumgenRandom { .. } => FieldType::Slot,
     };
-    let _ = table;
     Set {
         name: "__set%d".into(),
         key: vec![field],

@@ -242,8 +242,15 @@ fn set_userdata(set: &Set) -> Vec<u8> {
         u.u32(UD_DATA_INTERVAL, 0);
     }
     if let Some(c) = &set.comment {
-        u.strz(UD_COMMENT, &truncate(c, 127));
+        u.0.extend(comment_udata(UD_COMMENT, c));
     }
+    u.0
+}
+
+/// A comment as libnftnl userdata: one NUL-terminated TLV of type `t`, cut to what fits.
+pub fn comment_udata(t: u8, text: &str) -> Vec<u8> {
+    let mut u = Udata::default();
+    u.strz(t, &truncate(text, 127));
     u.0
 }
 
@@ -315,11 +322,10 @@ pub fn elements(set: &Set) -> Vec<ElemSpec> {
                 key_end,
                 flags: 0,
                 data: elem_data(&el.data),
-                userdata: el.comment.as_ref().map(|c| {
-                    let mut u = Udata::default();
-                    u.strz(UD_ELEM_COMMENT, &truncate(c, 127));
-                    u.0
-                }),
+                userdata: el
+                    .comment
+                    .as_ref()
+                    .map(|c| comment_udata(UD_ELEM_COMMENT, c)),
             }
         })
         .collect()

@@ -151,10 +151,10 @@ impl NetlinkSocket {
             if n < 0 {
                 return Err(io::Error::last_os_error());
             }
-            let before = answers.len();
-            parse_answers(&buf[..n as usize], &mut answers);
-            if answers.len() > before {
-                pending = expected.iter().filter(|s| !answers.contains_key(s)).count();
+            for seq in parse_answers(&buf[..n as usize], &mut answers) {
+                if expected.contains(&seq) {
+                    pending -= 1;
+                }
             }
             if first_error.is_none() && answers.values().any(|a| a.is_err()) {
                 first_error = Some(Instant::now());
@@ -164,8 +164,10 @@ impl NetlinkSocket {
     }
 }
 
-/// Netlink ACK/error messages in `buf`, by sequence number.
-pub fn parse_answers(mut buf: &[u8], answers: &mut Answers) {
+/// Netlink ACK/error messages in `buf`, by sequence number; returns the sequence numbers
+/// answered for the first time.
+pub fn parse_answers(mut buf: &[u8], answers: &mut Answers) -> Vec<u32> {
+    let mut new = Vec::new();
     while buf.len() >= NLMSG_HDRLEN {
         let len = u32::from_ne_bytes(buf[0..4].try_into().expect("4 bytes")) as usize;
         if len < NLMSG_HDRLEN || len > buf.len() {
@@ -175,10 +177,16 @@ pub fn parse_answers(mut buf: &[u8], answers: &mut Answers) {
         let seq = u32::from_ne_bytes(buf[8..12].try_into().expect("4 bytes"));
         if kind == NLMSG_ERROR && len >= NLMSG_HDRLEN + 4 {
             let errno = i32::from_ne_bytes(buf[16..20].try_into().expect("4 bytes"));
-            answers.insert(seq, if errno == 0 { Ok(()) } else { Err(-errno) });
+            if answers
+                .insert(seq, if errno == 0 { Ok(()) } else { Err(-errno) })
+                .is_none()
+            {
+                new.push(seq);
+            }
         }
-        buf = &buf[len.div_ceil(4) * 4..];
+        buf = &buf[(len.div_ceil(4) * 4).min(buf.len())..];
     }
+    new
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn write_table(out: &mut String, table: &Table) {
         let _ = writeln!(out, "\tcomment {}", comment(c));
     }
     for set in &table.sets {
-        write_set(out, table.family, set);
+        write_set(out, set);
     }
     for chain in &table.chains {
         write_chain(out, chain);
@@ -57,7 +57,7 @@ fn write_table(out: &mut String, table: &Table) {
     out.push_str("}\n");
 }
 
-fn write_set(out: &mut String, family: Family, set: &Set) {
+fn write_set(out: &mut String, set: &Set) {
     let kind = if set.is_map() { "map" } else { "set" };
     let _ = writeln!(out, "\t{kind} {} {{", quoted_name(&set.name));
     // `typeof` is needed when a component has no named type (the numgen slot); it also makes
@@ -65,13 +65,13 @@ fn write_set(out: &mut String, family: Family, set: &Set) {
     let needs_typeof = set.key.contains(&FieldType::Slot);
     out.push_str("\t\t");
     out.push_str(if needs_typeof { "typeof " } else { "type " });
-    write_fields(out, family, &set.key, needs_typeof);
+    write_fields(out, &set.key, needs_typeof);
     match &set.data {
         None => {}
         Some(SetData::Verdict) => out.push_str(" : verdict"),
         Some(SetData::Fields(fields)) => {
             out.push_str(" : ");
-            write_fields(out, family, fields, needs_typeof);
+            write_fields(out, fields, needs_typeof);
         }
     }
     out.push('\n');
@@ -202,7 +202,7 @@ pub fn write_transaction(tx: &crate::diff::Transaction, desired: &Ruleset) -> St
             }
             Op::AddSet { table, set } => {
                 let _ = writeln!(out, "table {} {{", head(table));
-                write_set(&mut out, table.family, set);
+                write_set(&mut out, set);
                 out.push_str("}\n");
             }
             Op::AddChain { table, chain } => {
@@ -235,7 +235,7 @@ pub fn write_transaction(tx: &crate::diff::Transaction, desired: &Ruleset) -> St
     out
 }
 
-fn write_fields(out: &mut String, family: Family, fields: &[FieldType], as_typeof: bool) {
+fn write_fields(out: &mut String, fields: &[FieldType], as_typeof: bool) {
     for (i, f) in fields.iter().enumerate() {
         if i > 0 {
             out.push_str(" . ");
@@ -253,7 +253,6 @@ fn write_fields(out: &mut String, family: Family, fields: &[FieldType], as_typeo
             (FieldType::Slot, true) => "numgen random mod 1",
         });
     }
-    let _ = family;
 }
 
 fn write_values(out: &mut String, values: &[Value]) {
