@@ -16,6 +16,35 @@ use nfcompile::front::Source;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print how long each stage took (parse, compile, read back, diff, …) on standard error.
+    #[arg(long, global = true)]
+    timings: bool,
+}
+
+/// Stage timings for `--timings`: each call reports the time since the previous one.
+struct Stopwatch {
+    on: bool,
+    last: std::time::Instant,
+}
+
+impl Stopwatch {
+    fn new(on: bool) -> Stopwatch {
+        Stopwatch {
+            on,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    fn lap(&mut self, stage: &str) {
+        let now = std::time::Instant::now();
+        if self.on {
+            eprintln!(
+                "timing: {stage:<10} {:>9.1} ms",
+                (now - self.last).as_secs_f64() * 1000.0
+            );
+        }
+        self.last = now;
+    }
 }
 
 #[derive(Subcommand)]
@@ -130,13 +159,14 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
+    let mut watch = Stopwatch::new(cli.timings);
     match cli.command {
         Command::Render {
             input,
             format,
             output,
         } => {
-            let ruleset = compile(&input)?;
+            let ruleset = compile(&input, &mut watch)?;
             let text = match format {
                 Format::Nft => nfcompile::emit::text::write_string(&ruleset),
                 Format::Json => nfcompile::emit::json_string(&ruleset) + "\n",
@@ -153,7 +183,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply { input, replace } => {
-            let ruleset = compile(&input)?;
+            let ruleset = compile(&input, &mut watch)?;
             if replace {
                 let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
                 println!(
@@ -171,7 +201,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             let (live, generation) =
                 nfcompile_netlink::readback_with_generation().map_err(|e| e.to_string())?;
+            watch.lap("read back");
             let tx = nfcompile::diff::diff(&live, &ruleset);
+            watch.lap("diff");
             if tx.is_empty() {
                 println!("No changes.");
                 return Ok(ExitCode::SUCCESS);
@@ -179,6 +211,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // The kernel refuses the transaction if the ruleset changed since the read.
             let s = nfcompile_netlink::apply_transaction(&tx, &ruleset, Some(generation))
                 .map_err(|e| e.to_string())?;
+            watch.lap("commit");
             println!(
                 "applied: {} operations, {} elements in {} messages ({} KiB) in {:.1} ms",
                 tx.ops.len(),
@@ -196,7 +229,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             detailed_exitcode,
             verbose,
         } => {
-            let desired = compile(&input)?;
+            let desired = compile(&input, &mut watch)?;
             let current = match against.as_str() {
                 "live" => nfcompile_netlink::readback().map_err(|e| e.to_string())?,
                 "empty" => nfcompile::model::Ruleset::default(),
@@ -207,9 +240,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     })?
                 }
             };
+            watch.lap("read back");
             let tx = nfcompile::diff::diff(&current, &desired);
-            let changes = nfcompile::diff::describe::describe(&current, &desired);
+            watch.lap("diff");
+            let changes = nfcompile::diff::describe::describe(&current, &desired, &tx);
+            watch.lap("describe");
             print_plan(&tx, &changes, &desired, json, verbose);
+            watch.lap("print");
             Ok(if detailed_exitcode && !tx.is_empty() {
                 ExitCode::from(2)
             } else {
@@ -267,7 +304,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { input } => {
-            let ruleset = compile(&input)?;
+            let ruleset = compile(&input, &mut watch)?;
             let (sets, elements, chains, rules) =
                 ruleset.tables.iter().fold((0, 0, 0, 0), |acc, t| {
                     (
@@ -416,7 +453,10 @@ fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
     Ok(cluster)
 }
 
-fn compile(input: &InputArgs) -> Result<nfcompile::model::Ruleset, String> {
+fn compile(input: &InputArgs, watch: &mut Stopwatch) -> Result<nfcompile::model::Ruleset, String> {
     let cluster = load(input)?;
-    nfcompile::compile(&cluster).map_err(|e| e.to_string())
+    watch.lap("parse");
+    let ruleset = nfcompile::compile(&cluster).map_err(|e| e.to_string());
+    watch.lap("compile");
+    ruleset
 }

@@ -4,10 +4,11 @@
 //! keeps comments) as against a file: dispatch elements carry `namespace/name:port` comments,
 //! and endpoint maps are keyed by the same frontend.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::Serialize;
 
+use super::{Op, Transaction};
 use crate::lower::{names, LOCAL_SLOT_OFFSET};
 use crate::model::{ElementData, Ruleset, Value};
 
@@ -49,7 +50,41 @@ fn fmt_value(v: &Value) -> String {
     }
 }
 
-fn frontends(rs: &Ruleset) -> BTreeMap<(String, Vec<Value>), Frontend> {
+/// Frontend keys a transaction touches, or `None` when it may touch any (a table or a
+/// dispatch or endpoint map replaced whole). Describing only those keeps a small plan
+/// against a large table cheap.
+fn scope(tx: &Transaction) -> Option<HashSet<Vec<Value>>> {
+    let is_endpoints =
+        |s: &str| s.starts_with(names::ENDPOINTS) || s.starts_with(names::NODEPORT_ENDPOINTS);
+    let is_frontend = |s: &str| s == names::SERVICE_IPS || s == names::SERVICE_NODEPORTS;
+    let mut keys = HashSet::new();
+    for op in &tx.ops {
+        match op {
+            Op::AddTable { .. } | Op::DeleteTable { .. } => return None,
+            Op::AddSet { set, .. } if is_endpoints(&set.name) || is_frontend(&set.name) => {
+                return None
+            }
+            Op::DeleteSet { set, .. } if is_endpoints(set) || is_frontend(set) => return None,
+            Op::AddElements { set, elements, .. } | Op::DeleteElements { set, elements, .. } => {
+                for e in elements {
+                    if is_frontend(set) {
+                        keys.insert(e.key.clone());
+                    } else if is_endpoints(set) && !e.key.is_empty() {
+                        keys.insert(e.key[..e.key.len() - 1].to_vec());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(keys)
+}
+
+fn frontends(
+    rs: &Ruleset,
+    scope: Option<&HashSet<Vec<Value>>>,
+) -> BTreeMap<(String, Vec<Value>), Frontend> {
+    let wanted = |key: &[Value]| scope.is_none_or(|s| s.contains(key));
     let mut out = BTreeMap::new();
     for t in &rs.tables {
         let fam = format!("{:?}", t.family);
@@ -64,10 +99,11 @@ fn frontends(rs: &Ruleset) -> BTreeMap<(String, Vec<Value>), Frontend> {
                 else {
                     continue;
                 };
-                if *slot >= LOCAL_SLOT_OFFSET {
+                let key = &e.key[..e.key.len() - 1];
+                if *slot >= LOCAL_SLOT_OFFSET || !wanted(key) {
                     continue;
                 }
-                let key = e.key[..e.key.len() - 1].to_vec();
+                let key = key.to_vec();
                 let ep = match v.as_slice() {
                     [Value::Addr(std::net::IpAddr::V6(a)), Value::Port(p)] => format!("[{a}]:{p}"),
                     [a, p] => format!("{}:{}", fmt_value(a), fmt_value(p)),
@@ -78,7 +114,7 @@ fn frontends(rs: &Ruleset) -> BTreeMap<(String, Vec<Value>), Frontend> {
         }
         for map in [names::SERVICE_IPS, names::SERVICE_NODEPORTS] {
             let Some(s) = t.set(map) else { continue };
-            for e in &s.elements {
+            for e in s.elements.iter().filter(|e| wanted(&e.key)) {
                 let Some(comment) = &e.comment else { continue };
                 let (id, kind) = comment.split_once(' ').unwrap_or((comment, ""));
                 let service = id.split(':').next().unwrap_or(id).to_string();
@@ -137,10 +173,15 @@ fn summary(f: &Frontend) -> String {
 type Before<'a> = Vec<&'a Frontend>;
 type After<'a> = Vec<&'a Frontend>;
 
-/// Per service: added, changed (what) or destroyed, in service order.
-pub fn describe(current: &Ruleset, desired: &Ruleset) -> Vec<ServiceChange> {
-    let cur = frontends(current);
-    let want = frontends(desired);
+/// Per service: added, changed (what) or destroyed, in service order. `tx` is
+/// `diff(current, desired)`; only what it touches is looked at.
+pub fn describe(current: &Ruleset, desired: &Ruleset, tx: &Transaction) -> Vec<ServiceChange> {
+    if tx.is_empty() {
+        return Vec::new();
+    }
+    let scope = scope(tx);
+    let cur = frontends(current, scope.as_ref());
+    let want = frontends(desired, scope.as_ref());
     let mut by_service: BTreeMap<String, (Before, After, Vec<String>)> = BTreeMap::new();
     for (k, f) in &want {
         let entry = by_service.entry(f.service.clone()).or_default();

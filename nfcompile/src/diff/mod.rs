@@ -17,6 +17,7 @@ pub mod describe;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rustc_hash::FxHashSet;
 use serde::Serialize;
 
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Set, Table};
@@ -373,8 +374,10 @@ fn element_changes(
             .count();
         (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
     }
-    let old_set: HashSet<&Element> = old.iter().filter(|e| !targets_replaced(e)).collect();
-    let new_set: HashSet<&Element> = new.iter().filter(|e| !targets_replaced(e)).collect();
+    // Read-back elements come in the kernel's hash order, so after a read nothing is
+    // trimmed above: hundreds of thousands of elements are hashed here, with a fast hash.
+    let old_set: FxHashSet<&Element> = old.iter().filter(|e| !targets_replaced(e)).collect();
+    let new_set: FxHashSet<&Element> = new.iter().filter(|e| !targets_replaced(e)).collect();
     let gone = old
         .iter()
         .filter(|e| !new_set.contains(e))

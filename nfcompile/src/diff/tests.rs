@@ -188,7 +188,8 @@ fn plans_describe_services() {
     let mut c = base.clone();
     c.services[1].endpoints.remove(0);
     c.services.remove(2);
-    let changes = describe::describe(&compile(&base), &compile(&c));
+    let (a, b) = (compile(&base), compile(&c));
+    let changes = describe::describe(&a, &b, &diff(&a, &b));
     let lines: Vec<String> = changes
         .iter()
         .map(|c| format!("{:?} {} {:?}", c.kind, c.service, c.details))
@@ -201,7 +202,8 @@ fn plans_describe_services() {
         "{lines:#?}"
     );
     assert_eq!(changes[1].kind, describe::ChangeKind::Destroy);
-    let added = describe::describe(&Ruleset::default(), &compile(&base));
+    let empty = Ruleset::default();
+    let added = describe::describe(&empty, &a, &diff(&empty, &a));
     assert_eq!(added.len(), 5);
     assert_eq!(added[0].details[0], "port 80/TCP → 3 endpoints");
 }
