@@ -87,9 +87,41 @@ pub fn lower(validated: Validated<'_>) -> Ruleset {
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     let tables = families_in_use(cluster)
         .into_iter()
-        .map(|family| FamilyLowering::new(cluster, family).run(&services))
+        .map(|family| {
+            let shards = (
+                shard_count(estimate(cluster, family, Keyed::Addr)),
+                shard_count(estimate(cluster, family, Keyed::NodePort)),
+            );
+            FamilyLowering::new(cluster, family, shards).run(&services)
+        })
         .collect();
     Ruleset { tables }
+}
+
+/// Shard counts of a lowered table: (address-keyed, node-port-keyed) endpoint maps.
+pub fn shard_counts(table: &Table) -> (u8, u8) {
+    let count = |base: &str| {
+        table
+            .sets
+            .iter()
+            .filter(|s| {
+                s.name == base
+                    || s.name
+                        .strip_prefix(base)
+                        .is_some_and(|rest| rest.starts_with("-shard"))
+            })
+            .count()
+            .max(1) as u8
+    };
+    (count(names::ENDPOINTS), count(names::NODEPORT_ENDPOINTS))
+}
+
+/// One service alone, lowered for `family` as it appears inside a full lowering of `cluster`
+/// whose endpoint maps have `shards` = (address, node-port) shards: its elements, the chains
+/// it needs, and the fixed sets and chains. Incremental updates diff two of these instead of
+/// two whole rulesets.
+pub fn lower_service(cluster: &Cluster, svc: &Service, family: Family, shards: (u8, u8)) -> Table {
+    FamilyLowering::new(cluster, family, shards).run(&[svc])
 }
 
 /// Families with a node address, a service or a configured range; IPv4 if there is none.
@@ -259,24 +291,13 @@ fn shard_count(estimate: usize) -> u8 {
         .min(64) as u8
 }
 
-/// A frontend's shard: a stable hash of its key (FNV-1a), independent of other services.
-fn shard_of(key: &[Value], count: u8) -> Shard {
+/// A service's shard: a stable hash (FNV-1a) of its namespace and name, independent of other
+/// services. All frontends of a service share it, so an endpoint change touches one map.
+fn shard_of(svc: &Service, count: u8) -> Shard {
     let mut h: u32 = 0x811c_9dc5;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u32::from(*b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    };
-    for v in key {
-        match v {
-            Value::Addr(IpAddr::V4(a)) => eat(&a.octets()),
-            Value::Addr(IpAddr::V6(a)) => eat(&a.octets()),
-            Value::Proto(p) => eat(&[p.number()]),
-            Value::Port(p) => eat(&p.to_be_bytes()),
-            Value::Integer(i) => eat(&i.to_be_bytes()),
-            Value::Prefix(_) => {}
-        }
+    for b in svc.namespace.bytes().chain([b'/']).chain(svc.name.bytes()) {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
     }
     Shard {
         index: (h % u32::from(count)) as u8,
@@ -318,7 +339,7 @@ struct FamilyLowering<'a> {
 }
 
 impl<'a> FamilyLowering<'a> {
-    fn new(cluster: &'a Cluster, family: Family) -> Self {
+    fn new(cluster: &'a Cluster, family: Family, shards: (u8, u8)) -> Self {
         FamilyLowering {
             cluster,
             family,
@@ -329,15 +350,8 @@ impl<'a> FamilyLowering<'a> {
             chain_names: HashMap::new(),
             service_ips: Vec::new(),
             service_nodeports: Vec::new(),
-            endpoints: vec![
-                Vec::new();
-                shard_count(estimate(cluster, family, Keyed::Addr)) as usize
-            ],
-            nodeport_endpoints: vec![
-                Vec::new();
-                shard_count(estimate(cluster, family, Keyed::NodePort))
-                    as usize
-            ],
+            endpoints: vec![Vec::new(); shards.0 as usize],
+            nodeport_endpoints: vec![Vec::new(); shards.1 as usize],
             cluster_ips: BTreeSet::new(),
             firewall_services: Vec::new(),
             firewall_allow: Vec::new(),
@@ -519,7 +533,7 @@ impl<'a> FamilyLowering<'a> {
             Keyed::Addr => &mut self.endpoints,
             Keyed::NodePort => &mut self.nodeport_endpoints,
         };
-        let shard = shard_of(key, shards.len() as u8);
+        let shard = shard_of(svc, shards.len() as u8);
         let map = &mut shards[shard.index as usize];
         let behaviour = Behaviour {
             role,
