@@ -43,16 +43,52 @@ pub struct Summary {
     pub elapsed: Duration,
 }
 
+/// An open nf_tables socket, for callers that commit often (the [`crate::Syncer`]).
+///
+/// Closing a netlink socket waits for the kernel to finish releasing the previous
+/// transaction's objects (an RCU grace period, milliseconds); a socket kept open pays that
+/// in the background instead of on every commit.
+pub struct Connection {
+    socket: NetlinkSocket,
+}
+
+impl Connection {
+    pub fn open() -> Result<Connection, ApplyError> {
+        Ok(Connection {
+            socket: NetlinkSocket::open().map_err(ApplyError::Socket)?,
+        })
+    }
+
+    /// [`apply_transaction`] over this connection.
+    pub fn apply_transaction(
+        &self,
+        tx: &nfcompile::diff::Transaction,
+        desired: &Ruleset,
+        generation: Option<u32>,
+    ) -> Result<Summary, ApplyError> {
+        transaction(Some(&self.socket), tx, desired, generation)
+    }
+}
+
 /// Replace our tables with `ruleset` in one atomic transaction.
 pub fn apply(ruleset: &Ruleset) -> Result<Summary, ApplyError> {
     let start = Instant::now();
-    send(encode(ruleset), ruleset, start, None)
+    send(None, encode(ruleset), ruleset, start, None)
 }
 
 /// Carry out `tx` (a diff from what the kernel holds to `desired`) in one atomic transaction.
 /// With `generation` (from [`crate::readback::readback_with_generation`]) the kernel refuses
 /// the transaction if the ruleset changed since it was read: [`ApplyError::Changed`].
 pub fn apply_transaction(
+    tx: &nfcompile::diff::Transaction,
+    desired: &Ruleset,
+    generation: Option<u32>,
+) -> Result<Summary, ApplyError> {
+    transaction(None, tx, desired, generation)
+}
+
+fn transaction(
+    socket: Option<&NetlinkSocket>,
     tx: &nfcompile::diff::Transaction,
     desired: &Ruleset,
     generation: Option<u32>,
@@ -71,6 +107,7 @@ pub fn apply_transaction(
         });
     }
     send(
+        socket,
         crate::encode::encode_transaction(tx, desired),
         desired,
         start,
@@ -79,12 +116,20 @@ pub fn apply_transaction(
 }
 
 fn send(
+    socket: Option<&NetlinkSocket>,
     encoded: crate::encode::Encoded,
     ruleset: &Ruleset,
     start: Instant,
     generation: Option<u32>,
 ) -> Result<Summary, ApplyError> {
-    let socket = NetlinkSocket::open().map_err(ApplyError::Socket)?;
+    let own;
+    let socket = match socket {
+        Some(s) => s,
+        None => {
+            own = NetlinkSocket::open().map_err(ApplyError::Socket)?;
+            &own
+        }
+    };
     let timeout = Duration::from_secs(60);
     let bytes = encoded.batch.iter().map(|p| p.len()).sum();
     let answers = socket

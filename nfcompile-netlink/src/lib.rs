@@ -16,6 +16,6 @@ pub mod sets;
 pub mod socket;
 pub mod sync;
 
-pub use apply::{apply, apply_transaction, ApplyError, Summary};
+pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
 pub use readback::{generation_now, normalize, readback, readback_with_generation, ReadbackError};
 pub use sync::{SyncError, SyncReport, Syncer};

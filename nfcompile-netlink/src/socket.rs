@@ -28,6 +28,25 @@ impl NetlinkSocket {
         Ok(NetlinkSocket { socket })
     }
 
+    /// Discard answers left from an earlier batch (one that timed out, or the unanswered
+    /// batch end of a refused one), so a reused socket never reads them as this batch's.
+    fn drain(&self) {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = unsafe {
+                libc::recv(
+                    self.socket.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            if n <= 0 {
+                return;
+            }
+        }
+    }
+
     fn setsockopt(&self, opt: libc::c_int, value: libc::c_int) -> io::Result<()> {
         let r = unsafe {
             libc::setsockopt(
@@ -54,6 +73,7 @@ impl NetlinkSocket {
         timeout: Duration,
         generation: Option<u32>,
     ) -> io::Result<Answers> {
+        self.drain();
         let mut pages: Vec<&[u8]> = batch.iter().collect();
         // nftnl writes the batch-begin message itself; to make the kernel refuse the batch
         // when the ruleset changed since `generation`, send our own begin carrying

@@ -404,3 +404,66 @@ fn the_syncer_commits_differences_and_repairs_drift() {
     normalize(&mut got);
     assert!(nfcompile::diff::canonical(&got) == nfcompile::diff::canonical(&want));
 }
+
+/// Incremental updates through the handle: only the changed services are compiled, the
+/// kernel ends up holding what the handle expects (checked by readback), and a change that
+/// needs new sets falls back to a whole sync by itself.
+#[test]
+fn the_syncer_updates_single_services_incrementally() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("the_syncer_updates_single_services_incrementally", &reason);
+    }
+    use nfcompile::incremental::Change;
+    let cluster = nfcompile::synth::random(7, 60);
+    let (reports, drift) = in_fresh_netns(move || {
+        let mut s = nfcompile_netlink::Syncer::new();
+        let mut reports = vec![s.sync_cluster(cluster.clone()).unwrap()];
+        let mut svc = cluster.services[10].clone();
+        svc.endpoints.pop();
+        reports.push(s.update(&[Change::Upsert(svc.clone())]).unwrap());
+        svc.endpoints.clear(); // no endpoints: rejected
+        reports.push(s.update(&[Change::Upsert(svc)]).unwrap());
+        let gone = &cluster.services[11];
+        reports.push(
+            s.update(&[Change::Remove {
+                namespace: gone.namespace.clone(),
+                name: gone.name.clone(),
+            }])
+            .unwrap(),
+        );
+        // An affinity timeout no service had needs a chain of its own (and maybe the
+        // affinity sets): a whole sync.
+        let mut aff = cluster
+            .services
+            .iter()
+            .find(|s| s.cluster_ips.iter().any(|ip| ip.is_ipv4()) && s.endpoints.len() > 1)
+            .expect("an IPv4 service with endpoints")
+            .clone();
+        aff.session_affinity_timeout = Some(12345);
+        reports.push(s.update(&[Change::Upsert(aff)]).unwrap());
+        let mut svc = cluster.services[13].clone();
+        svc.endpoints.truncate(1);
+        reports.push(s.update(&[Change::Upsert(svc)]).unwrap());
+        (reports, s.check_drift(false).unwrap())
+    });
+    assert!(!reports[0].incremental);
+    for (i, r) in reports.iter().enumerate().skip(1) {
+        assert!(!r.read_back, "update {i} listed the kernel: {r:?}");
+    }
+    assert!(
+        reports[1].incremental && reports[1].operations > 0,
+        "{:?}",
+        reports[1]
+    );
+    assert!(reports[2].incremental && reports[3].incremental);
+    assert!(
+        !reports[4].incremental,
+        "a new affinity chain needs a whole sync: {:?}",
+        reports[4]
+    );
+    assert!(reports[5].incremental);
+    assert_eq!(
+        drift.operations, 0,
+        "the kernel holds something else than the handle expects"
+    );
+}

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod emit;
 pub mod error;
 pub mod front;
+pub mod incremental;
 pub mod ir;
 pub mod lower;
 pub mod model;

@@ -1,8 +1,28 @@
 //! One-endpoint changes at scale through the embedding handle, in a fresh network namespace.
 //! Needs root. Usage: sync-bench [SERVICES] (default 50000; 5 endpoints per service).
-//! Two desired models (with and without one endpoint of one service) are compiled up front;
-//! each of 100 syncs alternates between them, so every sync is plan (diff) + apply.
+//!
+//! 1. `Syncer::update`: 100 changes alternating between one service with and without its last
+//!    endpoint (the endpoint count changes), then 100 replacing one endpoint's address (the
+//!    count stays) — each an incremental compile of that service, a diff and a commit.
+//! 2. `Syncer::sync` with two whole models compiled up front: a whole diff and a commit.
 use std::time::{Duration, Instant};
+
+use nfcompile::incremental::Change;
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentiles(mut times: Vec<Duration>) -> String {
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q) as usize).min(times.len() - 1)];
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(at(0.5)),
+        ms(at(0.99)),
+        ms(*times.last().unwrap())
+    )
+}
 
 fn main() {
     let n: usize = std::env::args()
@@ -15,47 +35,78 @@ fn main() {
         nodes: 10,
     };
     let full = nfcompile::synth::cluster(shape);
-    let mut less = full.clone();
-    less.services[n / 2].endpoints.pop();
-    let (a, b) = (
-        nfcompile::compile(&full).unwrap(),
-        nfcompile::compile(&less).unwrap(),
-    );
     std::thread::spawn(move || {
         assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare needs root");
         let mut syncer = nfcompile_netlink::Syncer::new();
-        let first = syncer.sync(a.clone()).unwrap();
-        println!("initial sync of {n} services: {:.3} s, {} messages", first.elapsed.as_secs_f64(), first.messages);
-        let mut times: Vec<Duration> = Vec::new();
-        let mut messages = Vec::new();
-        let mut diff_times = Vec::new();
-        for i in 0..100 {
-            let desired = if i % 2 == 0 { b.clone() } else { a.clone() };
-            let t = Instant::now();
-            let tx = nfcompile::diff::diff(if i % 2 == 0 { &a } else { &b }, &desired);
-            diff_times.push(t.elapsed());
-            let r = syncer.sync(desired).unwrap();
-            assert!(r.operations > 0 && !r.read_back);
-            assert_eq!(r.operations, tx.ops.len());
-            times.push(r.elapsed);
-            messages.push(r.messages);
-        }
-        times.sort();
-        diff_times.sort();
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let t = Instant::now();
+        let first = syncer.sync_cluster(full.clone()).unwrap();
         println!(
-            "one-endpoint change, {} syncs: p50 {:.2} ms, p99 {:.2} ms (of which diff p50 {:.2} ms); {}–{} netlink messages, {} operations",
-            times.len(),
-            ms(times[49]),
-            ms(times[98]),
-            ms(diff_times[49]),
-            messages.iter().min().unwrap(),
-            messages.iter().max().unwrap(),
-            nfcompile::diff::diff(&a, &b).ops.len()
+            "sync_cluster of {n} services: {:.3} s (compile, apply {} messages, index)",
+            t.elapsed().as_secs_f64(),
+            first.messages
         );
+        // Services of each kind: plain cluster IP, node port, and load balancer with
+        // externalTrafficPolicy Local and session affinity.
+        let kinds = [("ClusterIP", n / 2 + 1), ("NodePort", 10), ("LoadBalancer+Local+affinity", n / 2)];
+        for (change, replace) in [("one endpoint less/more", false), ("one endpoint replaced", true)] {
+        for (what, i) in kinds {
+            let with = full.services[i].clone();
+            let mut without = with.clone();
+            if replace {
+                without.endpoints[4].address = "10.255.255.254".parse().unwrap();
+            } else {
+                without.endpoints.pop();
+            }
+            let cpu = || {
+                let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+                unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+                let t = |v: libc::timeval| v.tv_sec as f64 * 1000.0 + v.tv_usec as f64 / 1000.0;
+                (t(u.ru_utime), t(u.ru_stime))
+            };
+            let cpu_before = cpu();
+            let mut times = Vec::new();
+            let mut ops = Vec::new();
+            let mut messages = Vec::new();
+            for k in 0..100 {
+                let s = if k % 2 == 0 { without.clone() } else { with.clone() };
+                let r = syncer.update(&[Change::Upsert(s)]).unwrap();
+                assert!(r.incremental && !r.read_back, "{r:?}");
+                times.push(r.elapsed);
+                ops.push(r.operations);
+                messages.push(r.messages);
+            }
+            let cpu_after = cpu();
+            print!(
+                "  cpu per change: user {:.2} ms, kernel {:.2} ms; ",
+                (cpu_after.0 - cpu_before.0) / 100.0,
+                (cpu_after.1 - cpu_before.1) / 100.0
+            );
+            println!(
+                "update(), {change} of a {what} service, 100 changes: {}; operations first {} then {}–{}; netlink messages {}–{} (+ batch begin/end)",
+                percentiles(times),
+                ops[0],
+                ops[2..].iter().min().unwrap(),
+                ops[2..].iter().max().unwrap(),
+                messages[2..].iter().min().unwrap(),
+                messages[2..].iter().max().unwrap(),
+            );
+        }
+        }
         let t = Instant::now();
         let drift = syncer.check_drift(false).unwrap();
         println!("drift check (readback + diff): {:.3} s, {} operations", t.elapsed().as_secs_f64(), drift.operations);
+
+        // The whole-model path, for comparison.
+        let mut less = full.clone();
+        less.services[n / 2].endpoints.pop();
+        let (a, b) = (nfcompile::compile(&full).unwrap(), nfcompile::compile(&less).unwrap());
+        syncer.sync(a.clone()).unwrap();
+        let mut times = Vec::new();
+        for k in 0..20 {
+            let desired = if k % 2 == 0 { b.clone() } else { a.clone() };
+            times.push(syncer.sync(desired).unwrap().elapsed);
+        }
+        println!("sync() of whole models (diff of everything), 20 changes: {}", percentiles(times));
     })
     .join()
     .unwrap();

@@ -153,7 +153,8 @@ pub fn diff(current: &Ruleset, desired: &Ruleset) -> Transaction {
     Transaction { ops }
 }
 
-fn same_declaration(a: &Set, b: &Set) -> bool {
+/// Whether two sets are declared alike (elements aside).
+pub(crate) fn same_declaration(a: &Set, b: &Set) -> bool {
     a.key == b.key
         && a.data == b.data
         && a.flags == b.flags
@@ -362,18 +363,17 @@ fn element_changes(
     let targets_replaced = |e: &Element| targets(e, replaced_chains);
     // Elements keep lowering order, so a change to a few services is a short run in the
     // middle: skip the common beginning and end before hashing what is left.
-    let (mut old, mut new) = (old, new);
-    if replaced_chains.is_empty() {
-        let head = old.iter().zip(new).take_while(|(a, b)| a == b).count();
-        (old, new) = (&old[head..], &new[head..]);
-        let tail = old
-            .iter()
-            .rev()
-            .zip(new.iter().rev())
-            .take_while(|(a, b)| a == b)
-            .count();
-        (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
-    }
+    // An equal element that names a replaced chain is not common: it must be re-added.
+    let common = |(a, b): &(&Element, &Element)| a == b && !targets_replaced(a);
+    let head = old.iter().zip(new).take_while(common).count();
+    let (old, new) = (&old[head..], &new[head..]);
+    let tail = old
+        .iter()
+        .rev()
+        .zip(new.iter().rev())
+        .take_while(common)
+        .count();
+    let (old, new) = (&old[..old.len() - tail], &new[..new.len() - tail]);
     // Read-back elements come in the kernel's hash order, so after a read nothing is
     // trimmed above: hundreds of thousands of elements are hashed here, with a fast hash.
     let old_set: FxHashSet<&Element> = old.iter().filter(|e| !targets_replaced(e)).collect();

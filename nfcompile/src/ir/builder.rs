@@ -84,6 +84,7 @@ impl ClusterBuilder {
     }
 }
 
+#[derive(Clone)]
 pub struct ServiceBuilder {
     service: Service,
 }

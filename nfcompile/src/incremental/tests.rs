@@ -1,0 +1,179 @@
+use super::*;
+use crate::diff::{canonical, diff};
+use crate::synth::{self, Rng};
+
+fn compile(c: &Cluster) -> Ruleset {
+    crate::compile(c).expect("valid")
+}
+
+/// Chains named after what they do: two chains with the same rules (after naming what they
+/// refer to the same way) get the same name. The incremental path reuses any existing chain
+/// that does the same, where a full compile might keep another of the same kind.
+fn by_body(rs: &Ruleset) -> Ruleset {
+    let mut rs = rs.clone();
+    for t in &mut rs.tables {
+        let mut names: HashMap<String, String> = HashMap::new();
+        // Chains form a DAG: name those whose targets are named, until all are.
+        while names.len() < t.chains.iter().filter(|c| c.base.is_none()).count() {
+            let before = names.len();
+            for c in t.chains.iter().filter(|c| c.base.is_none()) {
+                if names.contains_key(&c.name)
+                    || c.rules
+                        .iter()
+                        .flat_map(rule_targets)
+                        .any(|x| !names.contains_key(x))
+                {
+                    continue;
+                }
+                let mut rules = c.rules.clone();
+                rename_rules(&mut rules, &names);
+                names.insert(c.name.clone(), format!("{rules:?}"));
+            }
+            assert!(names.len() > before, "a cycle of chains");
+        }
+        for c in &mut t.chains {
+            rename_rules(&mut c.rules, &names);
+            if let Some(n) = names.get(&c.name) {
+                c.name = n.clone();
+            }
+        }
+        let mut seen = HashSet::new();
+        t.chains.retain(|c| seen.insert(c.name.clone()));
+        for s in &mut t.sets {
+            for e in &mut s.elements {
+                rename_element(e, &names);
+            }
+        }
+    }
+    rs
+}
+
+/// What a full sync would still change after incremental updates: only the leftovers the
+/// incremental path keeps on purpose (unused shared chains, hairpin addresses).
+fn assert_only_leftovers(inc: &Incremental, what: &str) {
+    let full = compile(inc.cluster());
+    let tx = diff(&by_body(&inc.expected()), &by_body(&full));
+    for op in &tx.ops {
+        match op {
+            Op::DeleteChain { .. } => {}
+            Op::DeleteElements { set, .. } if set == names::HAIRPIN => {}
+            other => panic!("{what}: a full sync would still do {other:#?}"),
+        }
+    }
+}
+
+/// Random single-service changes: new endpoints lists, removed and added services.
+fn random_change(c: &Cluster, rng: &mut Rng, other: &Cluster) -> Change {
+    let i = rng.below(c.services.len() as u64) as usize;
+    match rng.below(4) {
+        0 => {
+            let mut s = c.services[i].clone();
+            s.endpoints.pop();
+            Change::Upsert(s)
+        }
+        1 => {
+            // Another service's endpoints (of another cluster: new addresses).
+            let mut s = c.services[i].clone();
+            s.endpoints = other.services[rng.below(other.services.len() as u64) as usize]
+                .endpoints
+                .clone();
+            Change::Upsert(s)
+        }
+        2 => Change::Remove {
+            namespace: c.services[i].namespace.clone(),
+            name: c.services[i].name.clone(),
+        },
+        _ => {
+            let mut s = c.services[i].clone();
+            s.endpoints.clear();
+            Change::Upsert(s)
+        }
+    }
+}
+
+#[test]
+fn updates_reach_what_a_full_compile_gives() {
+    let (mut incremental, mut refused) = (0, 0);
+    for seed in 0..12u64 {
+        let c = synth::random(seed, 40);
+        let other = synth::random(seed + 100, 40);
+        let mut inc = Incremental::new(c.clone(), compile(&c));
+        let mut rng = Rng::new(seed);
+        let mut model = compile(&c);
+        for step in 0..15 {
+            if inc.cluster().services.is_empty() {
+                break;
+            }
+            let ch = random_change(inc.cluster(), &mut rng, &other);
+            let what = format!("seed {seed} step {step}");
+            match inc.update(std::slice::from_ref(&ch)) {
+                Ok(tx) => {
+                    incremental += 1;
+                    model = crate::diff::apply(&model, &tx)
+                        .unwrap_or_else(|e| panic!("{what}: the kernel would refuse: {e}"));
+                    assert_eq!(canonical(&model), canonical(&inc.expected()), "{what}");
+                    assert_only_leftovers(&inc, &what);
+                }
+                Err(Refused(why)) => {
+                    refused += 1;
+                    // A full sync, as the caller would do.
+                    let c2 = inc.cluster_with(std::slice::from_ref(&ch));
+                    let Ok(full) = crate::compile(&c2) else {
+                        continue; // an invalid change: the caller reports it, nothing changes
+                    };
+                    eprintln!("full sync: {why}");
+                    model = crate::diff::apply(&model, &diff(&model, &full)).expect("full sync");
+                    inc = Incremental::new(c2, full);
+                }
+            }
+        }
+    }
+    // Most changes must go the incremental way, or this tests little.
+    eprintln!("{incremental} incremental updates, {refused} refused");
+    assert!(
+        incremental > 4 * refused,
+        "{incremental} incremental, {refused} refused"
+    );
+}
+
+#[test]
+fn one_endpoint_less_touches_only_that_service() {
+    let c = synth::cluster(synth::Shape {
+        services: 300,
+        endpoints: 5,
+        nodes: 3,
+    });
+    let mut inc = Incremental::new(c.clone(), compile(&c));
+    // The first such change may create the chains for 4 endpoints; later ones reuse them.
+    for i in [7usize, 13] {
+        let mut s = c.services[i].clone();
+        s.endpoints.pop();
+        let tx = inc.update(&[Change::Upsert(s)]).expect("incremental");
+        if i == 13 {
+            assert!(tx.ops.len() <= 3, "{:#?}", tx.ops);
+        }
+        assert_only_leftovers(&inc, &format!("service {i}"));
+    }
+}
+
+#[test]
+fn refusals_change_nothing() {
+    let c = synth::cluster(synth::Shape {
+        services: 20,
+        endpoints: 2,
+        nodes: 2,
+    });
+    let mut inc = Incremental::new(c.clone(), compile(&c));
+    let before = canonical(&inc.expected());
+    // svc-1 takes svc-0's cluster IP: a conflict the full path reports.
+    let mut s = c.services[1].clone();
+    s.cluster_ips = c.services[0].cluster_ips.clone();
+    assert!(inc.update(&[Change::Upsert(s)]).is_err());
+    // A new source-range firewall needs sets the tables do not have yet.
+    let mut s = c.services[2].clone();
+    s.load_balancer_ips = vec!["172.16.9.9".parse().unwrap()];
+    s.load_balancer_source_ranges = vec!["192.0.2.0/24".parse().unwrap()];
+    assert!(inc.update(&[Change::Upsert(s)]).is_err());
+    assert_eq!(before, canonical(&inc.expected()));
+    assert_eq!(inc.cluster(), &c);
+}
