@@ -1,6 +1,7 @@
 //! A proxy's sync loop with the embedding handle: `sudo cargo run -p nfcompile-netlink
 //! --example sync_loop`. It runs in a network namespace of its own, so it never touches this
 //! machine's rules.
+use nfcompile::incremental::Change;
 use nfcompile::ir::builder::{ClusterBuilder, ServiceBuilder};
 use nfcompile::ir::{Cluster, Protocol};
 use nfcompile_netlink::{SyncReport, Syncer};
@@ -22,11 +23,12 @@ fn cluster(endpoints: &[&str]) -> Cluster {
 
 fn show(step: &str, r: SyncReport) {
     println!(
-        "{step:<32} {:>2} operations, {:>2} elements, {:>2} messages, read back: {:<5} {:>6.2} ms",
+        "{step:<32} {:>2} operations, {:>2} elements, {:>2} messages, read back: {:<5} incremental: {:<5} {:>6.2} ms",
         r.operations,
         r.elements,
         r.messages,
         r.read_back,
+        r.incremental,
         r.elapsed.as_secs_f64() * 1000.0
     );
 }
@@ -52,6 +54,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "10.244.2.5",
             "10.244.3.5",
         ]))?)?,
+    );
+    // With the cluster, changes to single services compile only those services.
+    show(
+        "whole cluster",
+        syncer.sync_cluster(cluster(&["10.244.1.5", "10.244.2.5", "10.244.3.5"]))?,
+    );
+    let web = cluster(&["10.244.1.5", "10.244.3.5"]).services.remove(0);
+    show(
+        "an endpoint leaves (update)",
+        syncer.update(&[Change::Upsert(web)])?,
     );
     show("drift check", syncer.check_drift(true)?);
     std::process::Command::new("nft")
