@@ -153,6 +153,30 @@ pub fn diff(current: &Ruleset, desired: &Ruleset) -> Transaction {
     Transaction { ops }
 }
 
+/// A chain that does not exist yet: created empty, its rules added once every chain exists
+/// (rules may jump to chains created in the same transaction).
+pub(crate) fn add_new_chain(
+    table: &TableRef,
+    chain: &Chain,
+    add_chains: &mut Vec<Op>,
+    add_rules: &mut Vec<Op>,
+) {
+    add_chains.push(Op::AddChain {
+        table: table.clone(),
+        chain: Chain {
+            rules: Vec::new(),
+            ..chain.clone()
+        },
+    });
+    if !chain.rules.is_empty() {
+        add_rules.push(Op::AddRules {
+            table: table.clone(),
+            chain: chain.name.clone(),
+            rules: chain.rules.clone(),
+        });
+    }
+}
+
 /// Whether two sets are declared alike (elements aside).
 pub(crate) fn same_declaration(a: &Set, b: &Set) -> bool {
     a.key == b.key
@@ -244,22 +268,7 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
                     }
                 }
             }
-            _ => {
-                add_chains.push(Op::AddChain {
-                    table: r.clone(),
-                    chain: Chain {
-                        rules: Vec::new(),
-                        ..c.clone()
-                    },
-                });
-                if !c.rules.is_empty() {
-                    add_rules.push(Op::AddRules {
-                        table: r.clone(),
-                        chain: c.name.clone(),
-                        rules: c.rules.clone(),
-                    });
-                }
-            }
+            _ => add_new_chain(r, c, add_chains, add_rules),
         }
     }
     // Chains that go. The kernel deletes a chain together with its rules; only when those

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use crate::diff::{same_declaration, Op, TableRef, Transaction};
+use crate::diff::{add_new_chain, same_declaration, Op, TableRef, Transaction};
 use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, ElementData, Family, Rule, Ruleset, Statement, Table};
@@ -472,20 +472,7 @@ impl TablePlan {
             }
         }
         for chain in self.new_chains {
-            add_chains.push(Op::AddChain {
-                table: table.clone(),
-                chain: Chain {
-                    rules: Vec::new(),
-                    ..chain.clone()
-                },
-            });
-            if !chain.rules.is_empty() {
-                add_rules.push(Op::AddRules {
-                    table: table.clone(),
-                    chain: chain.name.clone(),
-                    rules: chain.rules.clone(),
-                });
-            }
+            add_new_chain(&table, &chain, add_chains, add_rules);
             st.by_body.insert(chain.rules.clone(), chain.name.clone());
             st.shell.chains.push(chain);
         }
