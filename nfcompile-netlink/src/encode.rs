@@ -242,6 +242,22 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
     }
 }
 
+/// Attach `comment` as nft's userdata comment: TLV type 0 for tables, chains and rules alike,
+/// set through the object's own `nftnl_*_set_data`.
+///
+/// # Safety
+/// `obj` must be a live libnftnl object of the kind `set_data` takes.
+unsafe fn set_comment<T>(
+    obj: *mut T,
+    set_data: unsafe extern "C" fn(*mut T, u16, *const libc::c_void, u32) -> libc::c_int,
+    attr: u32,
+    comment: &str,
+) {
+    let u = sets::comment_udata(0, comment);
+    // libnftnl copies the data.
+    unsafe { set_data(obj, attr as u16, u.as_ptr().cast(), u.len() as u32) };
+}
+
 struct Encoder {
     batch: Batch,
     provenance: HashMap<u32, String>,
@@ -311,15 +327,8 @@ impl Encoder {
                 sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
             }
             if let (true, Some(c)) = (with_comment, &comment) {
-                let u = sets::comment_udata(0, c); // NFTNL_UDATA_TABLE_COMMENT
-                unsafe {
-                    sys::nftnl_table_set_data(
-                        t,
-                        sys::NFTNL_TABLE_USERDATA as u16,
-                        u.as_ptr().cast(),
-                        u.len() as u32,
-                    );
-                }
+                // NFTNL_UDATA_TABLE_COMMENT
+                unsafe { set_comment(t, sys::nftnl_table_set_data, sys::NFTNL_TABLE_USERDATA, c) };
             }
             Owned {
                 ptr: t,
@@ -484,15 +493,15 @@ impl Encoder {
             }
         }
         if let Some(comment) = &chain.comment {
-            let u = sets::comment_udata(0, comment); // NFTNL_UDATA_CHAIN_COMMENT
+            // NFTNL_UDATA_CHAIN_COMMENT
             unsafe {
-                sys::nftnl_chain_set_data(
+                set_comment(
                     c,
-                    sys::NFTNL_CHAIN_USERDATA as u16,
-                    u.as_ptr().cast(),
-                    u.len() as u32,
-                );
-            }
+                    sys::nftnl_chain_set_data,
+                    sys::NFTNL_CHAIN_USERDATA,
+                    comment,
+                )
+            };
         }
         let owned = Owned {
             ptr: c,
@@ -665,15 +674,8 @@ impl Encoder {
             unsafe { sys::nftnl_rule_add_expr(r, expr(insn, ids, &anon_ids)) };
         }
         if let Some(c) = &rule.comment {
-            let u = sets::comment_udata(0, c); // NFTNL_UDATA_RULE_COMMENT
-            unsafe {
-                sys::nftnl_rule_set_data(
-                    r,
-                    sys::NFTNL_RULE_USERDATA as u16,
-                    u.as_ptr().cast(),
-                    u.len() as u32,
-                );
-            }
+            // NFTNL_UDATA_RULE_COMMENT
+            unsafe { set_comment(r, sys::nftnl_rule_set_data, sys::NFTNL_RULE_USERDATA, c) };
         }
         let owned = Owned {
             ptr: r,

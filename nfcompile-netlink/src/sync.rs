@@ -133,9 +133,8 @@ impl Syncer {
         match inc.update(changes) {
             Ok(tx) => {
                 self.trusted = false;
-                let shells = inc.shells();
                 let connection = connect(&mut self.connection)?;
-                let mut report = commit(connection, &tx, &shells, None, false, start)?;
+                let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
                 Ok(report)

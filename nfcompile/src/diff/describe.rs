@@ -50,26 +50,29 @@ fn fmt_value(v: &Value) -> String {
     }
 }
 
+/// An endpoint map, sharded or not.
+fn is_endpoint_map(set: &str) -> bool {
+    set.starts_with(names::ENDPOINTS) || set.starts_with(names::NODEPORT_ENDPOINTS)
+}
+
 /// Frontend keys a transaction touches, or `None` when it may touch any (a table or a
 /// dispatch or endpoint map replaced whole). Describing only those keeps a small plan
 /// against a large table cheap.
 fn scope(tx: &Transaction) -> Option<HashSet<Vec<Value>>> {
-    let is_endpoints =
-        |s: &str| s.starts_with(names::ENDPOINTS) || s.starts_with(names::NODEPORT_ENDPOINTS);
     let is_frontend = |s: &str| s == names::SERVICE_IPS || s == names::SERVICE_NODEPORTS;
     let mut keys = HashSet::new();
     for op in &tx.ops {
         match op {
             Op::AddTable { .. } | Op::DeleteTable { .. } => return None,
-            Op::AddSet { set, .. } if is_endpoints(&set.name) || is_frontend(&set.name) => {
+            Op::AddSet { set, .. } if is_endpoint_map(&set.name) || is_frontend(&set.name) => {
                 return None
             }
-            Op::DeleteSet { set, .. } if is_endpoints(set) || is_frontend(set) => return None,
+            Op::DeleteSet { set, .. } if is_endpoint_map(set) || is_frontend(set) => return None,
             Op::AddElements { set, elements, .. } | Op::DeleteElements { set, elements, .. } => {
                 for e in elements {
                     if is_frontend(set) {
                         keys.insert(e.key.clone());
-                    } else if is_endpoints(set) && !e.key.is_empty() {
+                    } else if is_endpoint_map(set) && !e.key.is_empty() {
                         keys.insert(e.key[..e.key.len() - 1].to_vec());
                     }
                 }
@@ -90,9 +93,7 @@ fn frontends(
         let fam = format!("{:?}", t.family);
         // Endpoints by frontend key, from every endpoint map (sharded or not).
         let mut eps: BTreeMap<Vec<Value>, BTreeSet<String>> = BTreeMap::new();
-        for s in t.sets.iter().filter(|s| {
-            s.name.starts_with(names::ENDPOINTS) || s.name.starts_with(names::NODEPORT_ENDPOINTS)
-        }) {
+        for s in t.sets.iter().filter(|s| is_endpoint_map(&s.name)) {
             for e in &s.elements {
                 let (Some(Value::Integer(slot)), Some(ElementData::Values(v))) =
                     (e.key.last(), &e.data)

@@ -30,7 +30,7 @@ pub struct TableRef {
 }
 
 impl TableRef {
-    fn of(t: &Table) -> TableRef {
+    pub(crate) fn of(t: &Table) -> TableRef {
         TableRef {
             family: t.family,
             name: t.name.clone(),

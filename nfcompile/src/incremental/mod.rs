@@ -25,7 +25,7 @@ use rustc_hash::FxHashMap;
 use crate::diff::{add_new_chain, same_declaration, Op, TableRef, Transaction};
 use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
-use crate::model::{Chain, Element, ElementData, Family, Rule, Ruleset, Statement, Table};
+use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,11 @@ impl Change {
     }
 }
 
+/// The last change to each service (the last one wins).
+fn last_changes(changes: &[Change]) -> HashMap<(String, String), &Change> {
+    changes.iter().map(|ch| (ch.key(), ch)).collect()
+}
+
 /// Why a change needs a full compile; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("needs a full sync: {0}")]
@@ -55,8 +60,8 @@ pub struct Refused(pub String);
 /// What one table holds, kept so that a change can be diffed by key.
 #[derive(Debug, Clone)]
 struct TableState {
-    /// Sets without elements, chains with rules.
-    shell: Table,
+    /// Index of this table in [`Incremental::shells`].
+    table: usize,
     elements: HashMap<String, FxHashMap<Vec<crate::model::Value>, Element>>,
     /// Chain name by body, so a service's chains resolve to the ones the kernel already has.
     by_body: HashMap<Vec<Rule>, String>,
@@ -90,6 +95,8 @@ pub struct Incremental {
     /// Index of each service in `cluster.services`.
     index: HashMap<(String, String), usize>,
     tables: BTreeMap<Family, TableState>,
+    /// The tables' sets without elements, chains with rules.
+    shells: Ruleset,
 }
 
 impl Incremental {
@@ -102,11 +109,13 @@ impl Incremental {
             .enumerate()
             .map(|(i, s)| ((s.namespace.clone(), s.name.clone()), i))
             .collect();
-        let tables = compiled
+        let mut shells = compiled;
+        let tables = shells
             .tables
-            .into_iter()
-            .map(|mut t| {
-                let shards = lower::shard_counts(&t);
+            .iter_mut()
+            .enumerate()
+            .map(|(table, t)| {
+                let shards = lower::shard_counts(t);
                 let elements = t
                     .sets
                     .iter_mut()
@@ -127,7 +136,7 @@ impl Incremental {
                 (
                     t.family,
                     TableState {
-                        shell: t,
+                        table,
                         elements,
                         by_body,
                         shards,
@@ -139,6 +148,7 @@ impl Incremental {
             cluster,
             index,
             tables,
+            shells,
         }
     }
 
@@ -149,31 +159,33 @@ impl Incremental {
 
     /// `cluster()` with `changes` applied: what a full sync compiles after a refusal.
     pub fn cluster_with(&self, changes: &[Change]) -> Cluster {
+        let last = last_changes(changes);
         let mut c = self.cluster.clone();
-        for ch in changes {
-            let key = ch.key();
-            let at = c
-                .services
-                .iter()
-                .position(|s| (s.namespace.as_str(), s.name.as_str()) == (&key.0, &key.1));
-            match (ch, at) {
-                (Change::Upsert(s), Some(i)) => c.services[i] = s.clone(),
-                (Change::Upsert(s), None) => c.services.push(s.clone()),
-                (Change::Remove { .. }, Some(i)) => {
-                    c.services.remove(i);
-                }
-                (Change::Remove { .. }, None) => {}
+        c.services.retain_mut(|s| {
+            match last.get(&(s.namespace.clone(), s.name.clone())) {
+                Some(Change::Upsert(new)) => *s = new.clone(),
+                Some(Change::Remove { .. }) => return false,
+                None => {}
             }
-        }
+            true
+        });
+        let mut added: Vec<&Service> = last
+            .iter()
+            .filter(|(key, _)| !self.index.contains_key(*key))
+            .filter_map(|(_, ch)| match ch {
+                Change::Upsert(s) => Some(s),
+                Change::Remove { .. } => None,
+            })
+            .collect();
+        added.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        c.services.extend(added.into_iter().cloned());
         c
     }
 
     /// The tables' set declarations (no elements) and chains: what a backend needs besides
     /// a transaction to encode it.
-    pub fn shells(&self) -> Ruleset {
-        Ruleset {
-            tables: self.tables.values().map(|st| st.shell.clone()).collect(),
-        }
+    pub fn shells(&self) -> &Ruleset {
+        &self.shells
     }
 
     /// What the kernel holds: the last full compile plus every update since (elements in
@@ -184,7 +196,7 @@ impl Incremental {
                 .tables
                 .values()
                 .map(|st| {
-                    let mut t = st.shell.clone();
+                    let mut t = self.shells.tables[st.table].clone();
                     for s in &mut t.sets {
                         if let Some(els) = st.elements.get(&s.name) {
                             s.elements = els.values().cloned().collect();
@@ -199,11 +211,7 @@ impl Incremental {
     /// The transaction for `changes`, and the state updated as if it was committed. On a
     /// refusal nothing changes. When the commit fails, drop this state and sync in full.
     pub fn update(&mut self, changes: &[Change]) -> Result<Transaction, Refused> {
-        // The last change to a service wins.
-        let mut last: HashMap<(String, String), &Change> = HashMap::new();
-        for ch in changes {
-            last.insert(ch.key(), ch);
-        }
+        let last = last_changes(changes);
         let mut keys: Vec<&(String, String)> = last.keys().collect();
         keys.sort();
 
@@ -236,7 +244,12 @@ impl Incremental {
                     |s: &Service| lower::lower_service(&self.cluster, s, *family, st.shards);
                 let old_t = old.map(fragment);
                 let new_t = new.map(fragment);
-                plan.service(st, old_t.as_ref(), new_t.as_ref())?;
+                plan.service(
+                    st,
+                    &self.shells.tables[st.table],
+                    old_t.as_ref(),
+                    new_t.as_ref(),
+                )?;
             }
             plans.push((*family, plan));
         }
@@ -256,7 +269,7 @@ impl Incremental {
         let mut phases: [Vec<Op>; 4] = Default::default();
         for (family, plan) in plans {
             let st = self.tables.get_mut(&family).expect("planned per table");
-            plan.commit(st, &mut phases);
+            plan.commit(st, &mut self.shells.tables[st.table], &mut phases);
         }
         for key in keys {
             match (last[key], self.index.get(key).copied()) {
@@ -296,9 +309,14 @@ struct TablePlan {
 }
 
 impl TablePlan {
-    fn resolve_chains(&mut self, st: &TableState, fragment: &Table) -> Result<(), Refused> {
+    fn resolve_chains(
+        &mut self,
+        st: &TableState,
+        shell: &Table,
+        fragment: &Table,
+    ) -> Result<(), Refused> {
         for c in fragment.chains.iter().filter(|c| fixed(c)) {
-            let Some(have) = st.shell.chain(&c.name) else {
+            let Some(have) = shell.chain(&c.name) else {
                 return Err(Refused(format!("chain {} is new", c.name)));
             };
             if let Some(r) = c.rules.iter().find(|r| !have.rules.contains(r)) {
@@ -319,14 +337,14 @@ impl TablePlan {
                 let pending = c
                     .rules
                     .iter()
-                    .flat_map(rule_targets)
+                    .flat_map(Rule::jump_targets)
                     .any(|t| local.contains(t) && !self.renames.contains_key(t) && t != c.name);
                 if pending {
                     later.push(c);
                     continue;
                 }
                 let mut rules = c.rules.clone();
-                rename_rules(&mut rules, &self.renames);
+                rules.iter_mut().for_each(|r| r.retarget(&self.renames));
                 let known = st
                     .by_body
                     .get(&rules)
@@ -340,7 +358,7 @@ impl TablePlan {
                 let name = match known {
                     Some(name) => name,
                     None => {
-                        if st.shell.chain(&c.name).is_some()
+                        if shell.chain(&c.name).is_some()
                             || self.new_chains.iter().any(|n| n.name == c.name)
                         {
                             return Err(Refused(format!(
@@ -366,13 +384,14 @@ impl TablePlan {
     fn service(
         &mut self,
         st: &TableState,
+        shell: &Table,
         old: Option<&Table>,
         new: Option<&Table>,
     ) -> Result<(), Refused> {
         if let Some(new) = new {
-            self.resolve_chains(st, new)?;
+            self.resolve_chains(st, shell, new)?;
             for s in &new.sets {
-                let Some(have) = st.shell.set(&s.name) else {
+                let Some(have) = shell.set(&s.name) else {
                     return Err(Refused(format!("set {} is new", s.name)));
                 };
                 if !same_declaration(have, s) {
@@ -399,7 +418,7 @@ impl TablePlan {
             let held_at = |k: &Vec<crate::model::Value>| held.and_then(|h| h.get(k));
             let mut new_els = elements(new, set);
             for e in &mut new_els {
-                rename_element(e, &self.renames);
+                e.retarget(&self.renames);
             }
             let new_keys: HashSet<&Vec<crate::model::Value>> =
                 new_els.iter().map(|e| &e.key).collect();
@@ -454,12 +473,9 @@ impl TablePlan {
         }
     }
 
-    fn commit(self, st: &mut TableState, phases: &mut [Vec<Op>; 4]) {
+    fn commit(self, st: &mut TableState, shell: &mut Table, phases: &mut [Vec<Op>; 4]) {
         let [del_elems, add_chains, add_elems, add_rules] = phases;
-        let table = TableRef {
-            family: st.shell.family,
-            name: st.shell.name.clone(),
-        };
+        let table = TableRef::of(shell);
         for (set, mut elements) in self.deletes {
             let held = st.elements.entry(set.clone()).or_default();
             elements.retain(|e| held.remove(&e.key).is_some());
@@ -474,7 +490,7 @@ impl TablePlan {
         for chain in self.new_chains {
             add_new_chain(&table, &chain, add_chains, add_rules);
             st.by_body.insert(chain.rules.clone(), chain.name.clone());
-            st.shell.chains.push(chain);
+            shell.chains.push(chain);
         }
         for (set, mut elements) in self.adds {
             let held = st.elements.entry(set.clone()).or_default();
@@ -490,37 +506,6 @@ impl TablePlan {
                     elements,
                 });
             }
-        }
-    }
-}
-
-fn rule_targets(rule: &Rule) -> impl Iterator<Item = &str> {
-    rule.statements.iter().filter_map(|s| match s {
-        Statement::Verdict(v) => v.target(),
-        _ => None,
-    })
-}
-
-fn rename_rules(rules: &mut [Rule], renames: &HashMap<String, String>) {
-    for r in rules {
-        for s in &mut r.statements {
-            if let Statement::Verdict(v) = s {
-                rename_verdict(v, renames);
-            }
-        }
-    }
-}
-
-fn rename_element(e: &mut Element, renames: &HashMap<String, String>) {
-    if let Some(ElementData::Verdict(v)) = &mut e.data {
-        rename_verdict(v, renames);
-    }
-}
-
-fn rename_verdict(v: &mut crate::model::Verdict, renames: &HashMap<String, String>) {
-    if let crate::model::Verdict::Jump(c) | crate::model::Verdict::Goto(c) = v {
-        if let Some(to) = renames.get(c) {
-            *c = to.clone();
         }
     }
 }

@@ -20,19 +20,19 @@ fn by_body(rs: &Ruleset) -> Ruleset {
                 if names.contains_key(&c.name)
                     || c.rules
                         .iter()
-                        .flat_map(rule_targets)
+                        .flat_map(Rule::jump_targets)
                         .any(|x| !names.contains_key(x))
                 {
                     continue;
                 }
                 let mut rules = c.rules.clone();
-                rename_rules(&mut rules, &names);
+                rules.iter_mut().for_each(|r| r.retarget(&names));
                 names.insert(c.name.clone(), format!("{rules:?}"));
             }
             assert!(names.len() > before, "a cycle of chains");
         }
         for c in &mut t.chains {
-            rename_rules(&mut c.rules, &names);
+            c.rules.iter_mut().for_each(|r| r.retarget(&names));
             if let Some(n) = names.get(&c.name) {
                 c.name = n.clone();
             }
@@ -41,7 +41,7 @@ fn by_body(rs: &Ruleset) -> Ruleset {
         t.chains.retain(|c| seen.insert(c.name.clone()));
         for s in &mut t.sets {
             for e in &mut s.elements {
-                rename_element(e, &names);
+                e.retarget(&names);
             }
         }
     }

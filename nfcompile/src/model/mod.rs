@@ -4,6 +4,7 @@
 //! matches and statements, named sets and maps with their elements — so that a backend never
 //! needs to know where a rule came from. Comments carry the provenance people want to see.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use bitflags::bitflags;
@@ -134,6 +135,15 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// Point a jump or goto at the new name of a renamed chain.
+    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+        if let Verdict::Jump(c) | Verdict::Goto(c) = self {
+            if let Some(to) = renames.get(c) {
+                *c = to.clone();
+            }
+        }
+    }
+
     /// The chain this verdict continues in, if any.
     pub fn target(&self) -> Option<&str> {
         match self {
@@ -181,6 +191,34 @@ pub struct Rule {
     pub matches: Vec<Match>,
     pub statements: Vec<Statement>,
     pub comment: Option<String>,
+}
+
+impl Rule {
+    /// Chains this rule jumps or goes to.
+    pub fn jump_targets(&self) -> impl Iterator<Item = &str> {
+        self.statements.iter().filter_map(|s| match s {
+            Statement::Verdict(v) => v.target(),
+            _ => None,
+        })
+    }
+
+    /// See [`Verdict::retarget`].
+    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+        for s in &mut self.statements {
+            if let Statement::Verdict(v) = s {
+                v.retarget(renames);
+            }
+        }
+    }
+}
+
+impl Element {
+    /// See [`Verdict::retarget`].
+    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+        if let Some(ElementData::Verdict(v)) = &mut self.data {
+            v.retarget(renames);
+        }
+    }
 }
 
 /// A value computed from the packet, its conntrack entry or the routing table.

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::model::{Chain, ElementData, Rule, Ruleset, Statement, Table, Verdict};
+use crate::model::{Chain, ElementData, Rule, Ruleset, Statement, Table};
 
 /// What the passes did, for `--verbose` output and tests.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,27 +53,14 @@ pub fn merge_identical_chains(table: &mut Table) -> usize {
         return 0;
     }
     table.chains.retain(|c| !renames.contains_key(&c.name));
-    let rename = |v: &mut Verdict| {
-        if let Verdict::Jump(c) | Verdict::Goto(c) = v {
-            if let Some(to) = renames.get(c) {
-                *c = to.clone();
-            }
-        }
-    };
     for chain in &mut table.chains {
         for rule in &mut chain.rules {
-            for st in &mut rule.statements {
-                if let Statement::Verdict(v) = st {
-                    rename(v);
-                }
-            }
+            rule.retarget(&renames);
         }
     }
     for set in &mut table.sets {
         for el in &mut set.elements {
-            if let Some(ElementData::Verdict(v)) = &mut el.data {
-                rename(v);
-            }
+            el.retarget(&renames);
         }
     }
     renames.len()
