@@ -361,13 +361,16 @@ impl Encoder {
             let id = self.set(table, set, &set.name, false);
             ids.insert(set.name.clone(), id);
         }
-        for set in &table.sets {
-            self.set_elements(table, set, &set.name, ids[&set.name]);
-        }
+        // Rules before elements: a rule bound to a map that already holds elements walks all
+        // of them, while an element added to a bound map is only checked against each rule.
+        // Selection chains bind their endpoint map from many rules (one per draw).
         for chain in &table.chains {
             for (i, rule) in chain.rules.iter().enumerate() {
                 self.rule(table, chain, i, rule, &ids);
             }
+        }
+        for set in &table.sets {
+            self.set_elements(table, set, &set.name, ids[&set.name]);
         }
     }
 

@@ -16,13 +16,14 @@
 //!         ├─ daddr @cluster-ips → reject     (a port that is not a service port)
 //!         └─ daddr @service-cidrs → drop     (an address no service holds)
 //!                                                               ▼
-//!   behaviour chains, shared by every frontend that behaves alike, e.g. `cluster-ip-masq-offcluster-3`:
-//!         [off-cluster source → mark]  [affinity: dnat from @affinity]  goto endpoints-3
+//!   behaviour chains, shared by every frontend that behaves alike, e.g. `cluster-ip-masq-offcluster-8`:
+//!         [off-cluster source → mark]  [affinity: dnat from @affinity]  goto endpoints-8
 //!                                                               ▼
-//!   selection chains, one per (key kind, list, endpoint count):
-//!     endpoints-3:  dnat to daddr . l4proto . dport . numgen random mod 3 map @endpoints
-//!     local-endpoints-2: … numgen random mod 2 offset 32768 map @endpoints
-//!     nodeport-endpoints-3: dnat to l4proto . dport . numgen random mod 3 map @nodeport-endpoints
+//!   selection chains, one per (key kind, list, slot capacity):
+//!     endpoints-8:  20 × dnat to daddr . l4proto . dport . numgen random mod 8 map @endpoints
+//!                   then slot 0 (… numgen random mod 1 …)
+//!     local-endpoints-8: the same at offset 32768, then drop (no local endpoint)
+//!     nodeport-endpoints-8: dnat to l4proto . dport . numgen random mod 8 map @nodeport-endpoints
 //!
 //!  nat-postrouting (srcnat) → [affinity-update] → masquerading:
 //!         hairpin (pod reaching itself: saddr . daddr @hairpin) → mark
@@ -30,12 +31,27 @@
 //! ```
 //!
 //! Per packet this is a constant number of hash lookups. Per load it is one element per
-//! frontend in a dispatch map plus one per (frontend, endpoint) in an endpoint map; chains
-//! number a few per distinct endpoint count. Endpoints of a frontend occupy slots `0..N` of
-//! its key (`N` = the cluster-wide list) and `32768..32768+M` (this node's endpoints, for
-//! `Local` traffic policies) — unless both lists are equal, when `Local` reuses the first.
-//! No endpoints at all: the dispatch element is `goto reject-chain` (the client is refused at
-//! once); `Local` policies with no local endpoint drop.
+//! frontend in a dispatch map plus about one per (frontend, endpoint) in an endpoint map;
+//! chains number a few per slot capacity in use.
+//!
+//! # Slots, and why endpoint changes touch data only
+//!
+//! `numgen random mod N` takes N from the rule, so a layout with one chain per endpoint count
+//! must re-point the frontend's dispatch element when N changes — and adding any `goto` element
+//! makes the kernel re-validate the whole table on commit (every element of every verdict map:
+//! ~30 ms at 50k services). Instead a list of N endpoints lives in a *capacity class*
+//! C = max(8, next power of two ≥ N) ([`slot_capacity`]): endpoint i holds slots
+//! i, i+N, i+2N, … filling at least half of C ([`slots`]), and the selection chain draws
+//! `numgen random mod C` up to [`SELECTION_DRAWS`] times; a draw on an empty slot misses the
+//! map and the next rule draws again. That is rejection sampling: every endpoint is equally
+//! likely, each draw hits with probability ≥ ½, the slot-0 fallback after 20 misses is taken
+//! less than once in a million. Scaling within a class (1–8, 9–16, …) and losing or gaining
+//! the last local endpoint change endpoint-map elements only.
+//!
+//! Cluster-wide lists occupy slots `0..C` of the frontend's key, this node's endpoints (for
+//! `Local` traffic policies) `32768..32768+C`. No endpoints at all: the dispatch element is
+//! `goto reject-chain` (the client is refused at once); `Local` policies with no local
+//! endpoint reach the end of the local selection chain, which drops.
 
 pub mod endpoints;
 
@@ -148,11 +164,38 @@ enum Keyed {
     NodePort,
 }
 
-/// Which of a frontend's endpoint lists a selection uses, and how long it is.
+/// Which of a frontend's endpoint lists a selection uses, and its slot capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct List {
     local: bool,
-    len: usize,
+    capacity: u32,
+}
+
+/// Smallest slot capacity: lists of 1 to 8 endpoints share one selection chain, so a
+/// deployment scaling within that range changes endpoint-map elements only.
+pub const MIN_SLOT_CAPACITY: u32 = 8;
+/// Random draws a selection chain makes before it falls back to slot 0. Each draw hits with
+/// probability ≥ 1/2, so the fallback is taken at most 2⁻²⁰ of the time.
+pub const SELECTION_DRAWS: usize = 20;
+
+/// The capacity class of a list of `len` endpoints: a power of two, at least
+/// [`MIN_SLOT_CAPACITY`]. Only crossing a class re-points a dispatch element.
+pub fn slot_capacity(len: usize) -> u32 {
+    (len.next_power_of_two() as u32).max(MIN_SLOT_CAPACITY)
+}
+
+/// Slots of a list of `len` endpoints within its capacity: endpoint `i` holds slots
+/// `i, i + len, i + 2·len, …`, repeated until at least half of the capacity is filled, so a
+/// random draw over the capacity hits an endpoint with probability ≥ 1/2 and every endpoint
+/// equally often. Slot 0 is always filled.
+pub fn slots(len: usize) -> impl Iterator<Item = (u32, usize)> {
+    let capacity = slot_capacity(len) as usize;
+    let copies = if len == 0 {
+        0
+    } else {
+        (capacity / 2).div_ceil(len).max(1)
+    };
+    (0..copies * len).map(move |slot| (slot as u32, slot % len.max(1)))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -167,10 +210,12 @@ enum Masq {
 enum Route {
     Select(List),
     /// `externalTrafficPolicy: Local`: pods and the node itself use the cluster list (the node
-    /// masqueraded), external clients only local endpoints — or are dropped without one.
+    /// masqueraded), external clients only local endpoints — or are dropped without one (the
+    /// local selection chain ends in `drop`, so gaining or losing the last local endpoint
+    /// changes elements only).
     LocalPolicy {
         cluster: List,
-        local: Option<List>,
+        local: List,
     },
 }
 
@@ -237,11 +282,11 @@ impl Behaviour {
         match self.route {
             Route::Select(list) => name.push_str(&format!("-{}", list_token(list))),
             Route::LocalPolicy { cluster, local } => {
-                name.push_str(&format!("-local-{}", list_token(cluster)));
-                match local {
-                    Some(l) => name.push_str(&format!("-{}", list_token(l))),
-                    None => name.push_str("-none"),
-                }
+                name.push_str(&format!(
+                    "-local-{}-{}",
+                    list_token(cluster),
+                    list_token(local)
+                ));
             }
         }
         name
@@ -250,9 +295,9 @@ impl Behaviour {
 
 fn list_token(list: List) -> String {
     if list.local {
-        format!("l{}", list.len)
+        format!("l{}", list.capacity)
     } else {
-        list.len.to_string()
+        list.capacity.to_string()
     }
 }
 
@@ -266,7 +311,7 @@ fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
         },
         if list.local { "local-" } else { "" },
         shard.suffix(),
-        list.len
+        list.capacity
     )
 }
 
@@ -411,13 +456,14 @@ impl<'a> FamilyLowering<'a> {
                     .map(|t| t.addr),
             );
 
-            // Cluster IP: internal traffic policy.
-            let internal = match svc.internal_traffic_policy {
-                TrafficPolicy::Local if targets.local != targets.cluster => {
-                    non_empty(&targets.local, true).map(Route::Select)
+            // Cluster IP: internal traffic policy. Without any endpoint the client is rejected;
+            // with endpoints but none here, `Local` drops (at the end of the local selection).
+            let internal = non_empty(&targets.cluster, false).map(|cluster| {
+                match svc.internal_traffic_policy {
+                    TrafficPolicy::Local => Route::Select(list(&targets.local, true)),
+                    TrafficPolicy::Cluster => Route::Select(cluster),
                 }
-                _ => non_empty(&targets.cluster, false).map(Route::Select),
-            };
+            });
             let masq = if self.cluster.config.masquerade_all {
                 Masq::Always
             } else if self.from_pod.is_some() {
@@ -483,11 +529,7 @@ impl<'a> FamilyLowering<'a> {
             TrafficPolicy::Cluster => non_empty(&targets.cluster, false).map(Route::Select),
             TrafficPolicy::Local => {
                 let cluster = non_empty(&targets.cluster, false)?;
-                let local = if targets.local == targets.cluster {
-                    Some(cluster) // same endpoints: share the cluster slots
-                } else {
-                    non_empty(&targets.local, true)
-                };
+                let local = list(&targets.local, true);
                 Some(Route::LocalPolicy { cluster, local })
             }
         }
@@ -514,16 +556,12 @@ impl<'a> FamilyLowering<'a> {
             Route::LocalPolicy { .. } => Masq::No, // sources are preserved; see the chain
             Route::Select(_) => masq,
         };
-        // With one endpoint per list, affinity cannot change the choice: skip its cost.
-        let longest = match route {
-            Route::Select(l) => l.len,
-            Route::LocalPolicy { cluster, local } => cluster.len.max(local.map_or(0, |l| l.len)),
-        };
+        // Affinity applies even to a single endpoint, so that scaling from one endpoint to two
+        // changes elements only, not the frontend's chain.
         // nft 1.0.x aborts on any dynamic-map update whose key is wider than one 16-byte
         // register, and an IPv6 client address alone fills one: IPv6 affinity cannot be written
         // as a script that loads, so IPv6 frontends choose at random (`validate::warnings` says so).
-        let affinity =
-            svc.session_affinity_timeout.is_some() && longest > 1 && self.family == Family::Ipv4;
+        let affinity = svc.session_affinity_timeout.is_some() && self.family == Family::Ipv4;
         let keyed = if role == Role::NodePort {
             Keyed::NodePort
         } else {
@@ -542,23 +580,20 @@ impl<'a> FamilyLowering<'a> {
             route,
             shard,
         };
-        let mut lists: Vec<List> = match route {
+        let lists = match route {
             Route::Select(l) => vec![l],
-            Route::LocalPolicy { cluster, local } => {
-                std::iter::once(cluster).chain(local).collect()
-            }
+            Route::LocalPolicy { cluster, local } => vec![cluster, local],
         };
-        lists.dedup(); // a Local list equal to the cluster list shares its slots
         for l in lists {
             let (offset, list) = if l.local {
                 (LOCAL_SLOT_OFFSET, &targets.local)
             } else {
                 (0, &targets.cluster)
             };
-            for (slot, target) in list.iter().enumerate() {
+            for (slot, i) in slots(list.len()) {
                 let mut k = key.to_vec();
-                k.push(Value::Integer(offset + slot as u32));
-                map.push(element(k, Some(target_data(target)), None));
+                k.push(Value::Integer(offset + slot));
+                map.push(element(k, Some(target_data(&list[i])), None));
             }
         }
         if affinity {
@@ -668,14 +703,7 @@ impl<'a> FamilyLowering<'a> {
                     Some("masquerade traffic from this node"),
                 ));
                 rules.push(rule(vec![from_node], vec![goto(cluster)], None));
-                match local {
-                    Some(list) => rules.push(rule(vec![], vec![goto(list)], None)),
-                    None => rules.push(rule(
-                        vec![],
-                        vec![Statement::Verdict(Verdict::Drop)],
-                        Some("no local endpoints"),
-                    )),
-                }
+                rules.push(rule(vec![], vec![goto(local)], None));
             }
         }
         Chain {
@@ -695,9 +723,7 @@ impl<'a> FamilyLowering<'a> {
                 }
                 Route::LocalPolicy { cluster, local } => {
                     wanted.insert((b.keyed(), b.shard, cluster));
-                    if let Some(l) = local {
-                        wanted.insert((b.keyed(), b.shard, l));
-                    }
+                    wanted.insert((b.keyed(), b.shard, local));
                 }
             }
         }
@@ -705,28 +731,49 @@ impl<'a> FamilyLowering<'a> {
         wanted
             .into_iter()
             .map(|(keyed, shard, list)| {
-                let mut key = match keyed {
-                    Keyed::Addr => vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
-                    Keyed::NodePort => vec![Expr::L4Proto, Expr::Dport],
-                };
-                key.push(Expr::NumgenRandom {
-                    modulus: list.len as u32,
-                    offset: if list.local { LOCAL_SLOT_OFFSET } else { 0 },
-                });
+                let offset = if list.local { LOCAL_SLOT_OFFSET } else { 0 };
                 let map = endpoint_map_name(keyed, shard);
+                let draw = |modulus: u32| {
+                    let mut key = match keyed {
+                        Keyed::Addr => vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
+                        Keyed::NodePort => vec![Expr::L4Proto, Expr::Dport],
+                    };
+                    key.push(Expr::NumgenRandom { modulus, offset });
+                    Statement::DnatMap {
+                        family: f,
+                        key,
+                        map: map.clone(),
+                    }
+                };
+                // A draw over the whole capacity may land on an empty slot: the lookup misses
+                // and the next rule draws again (rejection sampling, so every endpoint stays
+                // equally likely). `mod 1` is slot 0, which every list fills.
+                let mut rules: Vec<Rule> = (0..SELECTION_DRAWS)
+                    .map(|_| rule(vec![], vec![draw(list.capacity)], None))
+                    .collect();
+                rules[0].comment = Some(format!(
+                    "{SELECTION_DRAWS} draws over {} slots; an empty slot misses and the next draws again",
+                    list.capacity
+                ));
+                rules.push(rule(
+                    vec![],
+                    vec![draw(1)],
+                    Some("every draw missed: first endpoint"),
+                ));
+                if list.local {
+                    // Only an empty list gets here: traffic for a Local policy without a
+                    // local endpoint is dropped, as kube-proxy does.
+                    rules.push(rule(
+                        vec![],
+                        vec![Statement::Verdict(Verdict::Drop)],
+                        Some("no local endpoints"),
+                    ));
+                }
                 Chain {
                     name: selection_chain_name(keyed, shard, list),
                     base: None,
                     comment: None,
-                    rules: vec![rule(
-                        vec![],
-                        vec![Statement::DnatMap {
-                            family: f,
-                            key,
-                            map,
-                        }],
-                        None,
-                    )],
+                    rules,
                 }
             })
             .collect()
@@ -1246,7 +1293,7 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
                 }
                 Keyed::NodePort => s.ports.iter().filter(|p| p.node_port.is_some()).count(),
             };
-            frontends * endpoints
+            frontends * slots(endpoints).count()
         })
         .sum()
 }
@@ -1255,12 +1302,16 @@ fn affinity_chain_name(timeout: u32) -> String {
     format!("affinity-{timeout}s")
 }
 
-/// `local` says which slots hold the list (it may hold cluster endpoints that are all local).
-fn non_empty(list: &[Target], local: bool) -> Option<List> {
-    (!list.is_empty()).then_some(List {
+/// `local` says which slots hold the list.
+fn list(targets: &[Target], local: bool) -> List {
+    List {
         local,
-        len: list.len(),
-    })
+        capacity: slot_capacity(targets.len()),
+    }
+}
+
+fn non_empty(targets: &[Target], local: bool) -> Option<List> {
+    (!targets.is_empty()).then(|| list(targets, local))
 }
 
 fn addr_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<Value> {

@@ -56,13 +56,25 @@ fn sets_chains_and_references_do_not_grow_with_services() {
     assert_eq!(small.sets.len(), large.sets.len());
     assert_eq!(small.chains.len(), large.chains.len());
     assert_eq!(references(&small), references(&large));
-    for (set, n) in references(&large) {
-        assert!(n <= 8, "{set} is referenced by {n} rules");
-    }
+    assert_references_bounded(&large);
     // ...while elements grow linearly: one dispatch element per frontend.
     let elems = |t: &Table, n: &str| t.set(n).unwrap().elements.len();
     assert_eq!(elems(&large, names::SERVICE_IPS), 5000 + 5000 / 20);
     assert_eq!(elems(&small, names::SERVICE_IPS), 200 + 200 / 20);
+}
+
+/// Fixed maps and sets are referenced by a few rules; an endpoint map by the draws of the
+/// selection chains that read it (one per capacity class and list in use).
+fn assert_references_bounded(t: &Table) {
+    for (set, n) in references(t) {
+        let bound =
+            if set.starts_with(names::ENDPOINTS) || set.starts_with(names::NODEPORT_ENDPOINTS) {
+                4 * (SELECTION_DRAWS + 1)
+            } else {
+                8
+            };
+        assert!(n <= bound, "{set} is referenced by {n} rules");
+    }
 }
 
 fn one(svc: Service) -> Table {
@@ -101,7 +113,23 @@ fn no_endpoints_rejects_and_local_policy_without_local_endpoint_drops() {
         .internal_traffic_policy(TrafficPolicy::Local)
         .endpoint(ip("10.244.1.1"), Some("n2"), &[("p", 8080)])
         .build());
-    assert_eq!(dispatch(&t)[0].1, Verdict::Drop);
+    // The local selection finds no slot and ends in drop.
+    let rs = Ruleset { tables: vec![t] };
+    let packet = crate::trace::Packet {
+        proto: Protocol::Tcp,
+        src: ip("10.244.0.9"),
+        src_port: 40000,
+        dst: ip("10.96.0.1"),
+        dst_port: 80,
+        origin: crate::trace::Origin::Pod,
+    };
+    let trace = crate::trace::trace(&rs, &[ip("192.168.0.1")], &packet).unwrap();
+    assert_eq!(trace.verdict_line(), "verdict: drop");
+    assert!(trace.branches[0]
+        .steps
+        .last()
+        .unwrap()
+        .starts_with("local-endpoints-8: drop"));
 }
 
 #[test]
@@ -129,15 +157,16 @@ fn external_local_policy_routes_by_source() {
         })
         .collect();
     assert!(
-        text[0].starts_with("ip saddr 10.244.0.0/16 goto endpoints-2"),
+        text[0].starts_with("ip saddr 10.244.0.0/16 goto endpoints-8"),
         "{text:?}"
     );
     assert!(
         text[1].starts_with("fib saddr type local meta mark set"),
         "{text:?}"
     );
-    assert_eq!(text[3], "goto local-endpoints-1");
-    // The external frontend has both lists: slots 0-1 and the local one at 32768.
+    assert_eq!(text[3], "goto local-endpoints-8");
+    // The external frontend has both lists, each repeated to fill half of its capacity of
+    // 8: slots 0-3 (two endpoints, twice) and the local one at 32768 (one endpoint, 4 times).
     let slots: Vec<u32> = t
         .set(names::ENDPOINTS)
         .unwrap()
@@ -149,11 +178,14 @@ fn external_local_policy_routes_by_source() {
             _ => panic!(),
         })
         .collect();
-    assert_eq!(slots, [0, 1, LOCAL_SLOT_OFFSET]);
+    let local = LOCAL_SLOT_OFFSET;
+    assert_eq!(slots, [0, 1, 2, 3, local, local + 1, local + 2, local + 3]);
 }
 
 #[test]
-fn local_list_equal_to_cluster_list_shares_slots() {
+fn local_list_has_its_own_slots_even_when_equal_to_the_cluster_list() {
+    // Sharing would save elements but make losing the first remote endpoint re-point the
+    // frontend to another chain.
     let t = one(ServiceBuilder::new("d", "lb", ip("10.96.0.1"))
         .port("p", Protocol::Tcp, 80)
         .load_balancer_ip(ip("203.0.113.1"))
@@ -164,20 +196,20 @@ fn local_list_equal_to_cluster_list_shares_slots() {
     let eps = &t.set(names::ENDPOINTS).unwrap().elements;
     assert_eq!(
         eps.len(),
-        4,
-        "two frontends × two endpoints, no local copies"
+        12,
+        "two frontends × two endpoints in 4 slots, and the load balancer's local copies"
     );
-    assert!(t.chains.iter().all(|c| !c.name.contains("local-endpoints")));
+    assert!(t.chain("local-endpoints-8").is_some());
 }
 
 #[test]
-fn affinity_is_skipped_for_a_single_endpoint() {
-    let t = one(ServiceBuilder::new("d", "s", ip("10.96.0.1"))
+fn affinity_applies_to_a_single_endpoint_too() {
+    // So that scaling from one endpoint to two does not change the frontend's chain.
+    let single = one(ServiceBuilder::new("d", "s", ip("10.96.0.1"))
         .port("p", Protocol::Tcp, 80)
         .session_affinity(100)
         .endpoint(ip("10.244.0.1"), Some("n1"), &[("p", 8080)])
         .build());
-    assert!(t.set(names::AFFINITY).is_none());
     let t = one(ServiceBuilder::new("d", "s", ip("10.96.0.1"))
         .port("p", Protocol::Tcp, 80)
         .session_affinity(100)
@@ -186,6 +218,63 @@ fn affinity_is_skipped_for_a_single_endpoint() {
         .build());
     assert_eq!(t.set(names::AFFINITY).unwrap().timeout, Some(86400));
     assert!(t.chain("affinity-100s").is_some());
+    assert_eq!(dispatch(&single), dispatch(&t));
+}
+
+#[test]
+fn slots_fill_half_the_capacity_evenly() {
+    for len in 1..=100 {
+        let capacity = slot_capacity(len) as usize;
+        let slots: Vec<(u32, usize)> = slots(len).collect();
+        assert!(
+            slots.len() * 2 >= capacity && slots.len() <= capacity,
+            "{len}"
+        );
+        // Dense from 0 (the fallback draw reads slot 0), and every endpoint equally often.
+        assert!(slots.iter().enumerate().all(|(i, (s, _))| *s as usize == i));
+        let mut per = vec![0; len];
+        for (_, e) in &slots {
+            per[*e] += 1;
+        }
+        assert!(per.iter().all(|&c| c == per[0]), "{len}: {per:?}");
+    }
+    assert_eq!(slot_capacity(1), MIN_SLOT_CAPACITY);
+    assert_eq!(slot_capacity(8), 8);
+    assert_eq!(slot_capacity(9), 16);
+    assert_eq!(
+        slot_capacity(crate::validate::MAX_ENDPOINTS),
+        LOCAL_SLOT_OFFSET
+    );
+}
+
+#[test]
+fn scaling_within_a_capacity_class_changes_endpoint_elements_only() {
+    let with = |n: usize| {
+        let mut b = ServiceBuilder::new("d", "s", ip("10.96.0.1"))
+            .node_port("p", Protocol::Tcp, 80, 30080)
+            .load_balancer_ip(ip("203.0.113.1"))
+            .external_traffic_policy(TrafficPolicy::Local)
+            .session_affinity(100);
+        for i in 0..n {
+            let node = if i % 2 == 0 { "n1" } else { "n2" };
+            b = b.endpoint(
+                ip(&format!("10.244.0.{}", i + 1)),
+                Some(node),
+                &[("p", 8080)],
+            );
+        }
+        one(b.build())
+    };
+    for n in 1..8 {
+        let (a, b) = (with(n), with(n + 1));
+        assert_eq!(a.chains, b.chains, "{n} → {}", n + 1);
+        for set in &a.sets {
+            if !set.name.contains("endpoints") && set.name != names::HAIRPIN {
+                assert_eq!(Some(set), b.set(&set.name), "{n} → {}", n + 1);
+            }
+        }
+    }
+    assert_ne!(with(8).chains, with(9).chains);
 }
 
 #[test]
@@ -217,12 +306,12 @@ fn identical_behaviour_chains_merge_under_masquerade_all() {
     });
     c.config.masquerade_all = true;
     let t = compile(&c);
-    // cluster-ip-masq-2 and external-masq-2 have the same body: one survives.
+    // cluster-ip-masq-8 and external-masq-8 have the same body: one survives.
     let masq2: Vec<&str> = t
         .chains
         .iter()
         .map(|c| c.name.as_str())
-        .filter(|n| n.ends_with("masq-2") && !n.starts_with("nodeport"))
+        .filter(|n| n.ends_with("masq-8") && !n.starts_with("nodeport"))
         .collect();
     assert_eq!(masq2.len(), 1, "{masq2:?}");
 }
@@ -273,9 +362,7 @@ fn large_endpoint_maps_are_sharded_and_stay_bounded() {
         );
         assert!(s.elements.len() * 3 > total, "unbalanced shards");
     }
-    for (set, n) in references(&t) {
-        assert!(n <= 8, "{set} is referenced by {n} rules");
-    }
+    assert_references_bounded(&t);
     // Every frontend's elements are in the shard its behaviour chain selects from.
     let mut rs = Ruleset { tables: vec![t] };
     crate::optimize::run(&mut rs);

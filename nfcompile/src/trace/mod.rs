@@ -184,7 +184,27 @@ pub fn trace(
             }
         }
     }
-    Ok(Trace { branches })
+    Ok(Trace {
+        branches: merge(branches),
+    })
+}
+
+/// One branch per outcome: repeated draws reach the same endpoint along several paths (a first
+/// draw, a second after a miss, …); their probabilities add up and the likeliest path is shown.
+fn merge(branches: Vec<Branch>) -> Vec<Branch> {
+    let mut out: Vec<Branch> = Vec::new();
+    for b in branches {
+        match out.iter_mut().find(|o| o.outcome == b.outcome) {
+            Some(o) => {
+                if b.probability > o.probability {
+                    o.steps = b.steps;
+                }
+                o.probability += b.probability;
+            }
+            None => out.push(b),
+        }
+    }
+    out
 }
 
 fn branch(s: State, outcome: Outcome) -> Branch {
@@ -336,19 +356,21 @@ impl Tracer<'_> {
                             next.push((s, Flow::Continue));
                             continue;
                         }
+                        // Draws that land on the same endpoint are one branch, and so are
+                        // all draws that miss (they go on to the next rule together).
+                        let mut hits: Vec<((IpAddr, u16), f64)> = Vec::new();
+                        let mut missed = 0.0;
                         for (p, keys) in self.keys_with_numgen(key, &s)? {
-                            let mut b = s.clone();
-                            b.probability *= p;
                             match lookup(set, &keys) {
                                 Some(Element {
                                     data: Some(ElementData::Values(v)),
                                     ..
                                 }) => match v.as_slice() {
                                     [Value::Addr(a), Value::Port(port)] => {
-                                        b.dst = *a;
-                                        b.dst_port = *port;
-                                        b.dnat = true;
-                                        next.push((b, Flow::Dnat));
+                                        match hits.iter_mut().find(|(to, _)| *to == (*a, *port)) {
+                                            Some((_, q)) => *q += p,
+                                            None => hits.push(((*a, *port), p)),
+                                        }
                                     }
                                     _ => {
                                         return Err(TraceError(format!(
@@ -356,8 +378,20 @@ impl Tracer<'_> {
                                         )))
                                     }
                                 },
-                                _ => next.push((b, Flow::Continue)),
+                                _ => missed += p,
                             }
+                        }
+                        for ((a, port), p) in hits {
+                            let mut b = s.clone();
+                            b.probability *= p;
+                            b.dst = a;
+                            b.dst_port = port;
+                            b.dnat = true;
+                            next.push((b, Flow::Dnat));
+                        }
+                        if missed > 0.0 {
+                            s.probability *= missed;
+                            next.push((s, Flow::Continue));
                         }
                     }
                     Statement::UpdateMap { .. } => next.push((s, Flow::Continue)), // remembers; no effect now
