@@ -220,6 +220,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 s.bytes / 1024,
                 s.elapsed.as_secs_f64() * 1000.0
             );
+            // Clients pinned to an endpoint that left must not be sent to it any more.
+            let stale = nfcompile::incremental::stale_in(&tx, &ruleset);
+            if !stale.is_empty() {
+                let connection =
+                    nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
+                let cleared = nfcompile_netlink::clear_affinity(&connection, &ruleset, &stale)
+                    .map_err(|e| e.to_string())?;
+                watch.lap("affinity cleanup");
+                if cleared > 0 {
+                    println!("session affinity: {cleared} entries of removed endpoints deleted");
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan {

@@ -250,7 +250,7 @@ fn line_connect(ns: &Netns, ip: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn two_endpoint_cluster(endpoints: &[&str]) -> String {
+fn two_endpoint_cluster(endpoints: &[&str], affinity: bool) -> String {
     let eps: Vec<String> = endpoints
         .iter()
         .map(|a| format!("  - {{address: {a}, nodeName: router, ports: [{{port: 80}}]}}"))
@@ -258,56 +258,109 @@ fn two_endpoint_cluster(endpoints: &[&str]) -> String {
     format!(
         "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
          config: {{clusterCIDRs: [192.168.20.0/24]}}\nservices:\n- namespace: default\n  name: web\n  clusterIPs: [10.96.0.100]\n  \
-         loadBalancerIPs: [192.168.10.100]\n  ports: [{{port: 80}}]\n  endpoints:\n{}\n",
+         loadBalancerIPs: [192.168.10.100]\n  ports: [{{port: 80}}]\n{}  endpoints:\n{}\n",
+        if affinity { "  sessionAffinityTimeout: 600\n" } else { "" },
         eps.join("\n")
     )
 }
 
-#[test]
-fn an_established_connection_survives_removing_another_endpoint() {
-    use std::io::{BufRead, BufReader, Write};
-    if let Some(reason) = kernel_unavailable() {
-        return skip(
-            "an_established_connection_survives_removing_another_endpoint",
-            &reason,
-        );
-    }
-    let client = Netns::new("client");
-    let router = Netns::new("router");
-    let pods = [Netns::new("poda"), Netns::new("podb")];
-    let addrs = ["192.168.20.20", "192.168.20.21"];
-    sh(
-        &router,
-        &format!(
-            "ip link add r0 type veth peer name c0 netns {}",
-            client.name
-        ),
-    );
-    sh(
-        &router,
-        "ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
-    );
-    for (i, pod) in pods.iter().enumerate() {
-        sh(&router, &format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
-        sh(pod, &format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", addrs[i]));
-    }
-    sh(&router, "ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
-    sh(&client, "ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
-    let mac = String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
-    sh(
-        &client,
-        &format!(
-            "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
-            mac.trim()
-        ),
-    );
+/// A client (192.168.10.10) behind the router, which is the node: two pods on its bridge
+/// (192.168.20.20 "pod-a" and .21 "pod-b") run the line-echo server; the service's load-balancer
+/// IP 192.168.10.100 points at the router. `apply` programs the router with `nfcompile apply`
+/// for a cluster of the given endpoints and returns its output.
+struct TwoPods {
+    client: Netns,
+    router: Netns,
+    _pods: [Netns; 2],
+    _servers: Vec<Server>,
+    dir: std::path::PathBuf,
+    affinity: bool,
+}
 
-    let dir = std::env::temp_dir().join(format!("nfc-est-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let apply = |endpoints: &[&str]| {
-        let file = dir.join("cluster.yaml");
-        std::fs::write(&file, two_endpoint_cluster(endpoints)).unwrap();
-        let out = router.exec(&[
+const POD_ADDRS: [&str; 2] = ["192.168.20.20", "192.168.20.21"];
+
+impl TwoPods {
+    fn new(affinity: bool) -> TwoPods {
+        let client = Netns::new("client");
+        let router = Netns::new("router");
+        let pods = [Netns::new("poda"), Netns::new("podb")];
+        sh(
+            &router,
+            &format!(
+                "ip link add r0 type veth peer name c0 netns {}",
+                client.name
+            ),
+        );
+        sh(
+            &router,
+            "ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
+        );
+        for (i, pod) in pods.iter().enumerate() {
+            sh(&router, &format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
+            sh(pod, &format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", POD_ADDRS[i]));
+        }
+        sh(&router, "ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
+        sh(&client, "ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
+        let mac =
+            String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
+        sh(
+            &client,
+            &format!(
+                "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
+                mac.trim()
+            ),
+        );
+        let dir = std::env::temp_dir().join(format!("nfc-{}-{}", router.name, std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let servers: Vec<Server> = pods
+            .iter()
+            .zip(["pod-a", "pod-b"])
+            .map(|(pod, name)| {
+                Server(
+                    Command::new("ip")
+                        .args([
+                            "netns",
+                            "exec",
+                            &pod.name,
+                            "timeout",
+                            "120",
+                            "python3",
+                            "-c",
+                            LINE_SERVER,
+                            "80",
+                            name,
+                        ])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
+            })
+            .collect();
+        let start = Instant::now();
+        for (pod, addr) in pods.iter().zip(POD_ADDRS) {
+            while !line_connect(pod, addr, 80).contains("saw") {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "echo server did not start"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        TwoPods {
+            client,
+            router,
+            _pods: pods,
+            _servers: servers,
+            dir,
+            affinity,
+        }
+    }
+
+    fn apply(&self, endpoints: &[&str]) -> String {
+        let file = self.dir.join("cluster.yaml");
+        std::fs::write(&file, two_endpoint_cluster(endpoints, self.affinity)).unwrap();
+        let out = self.router.exec(&[
             env!("CARGO_BIN_EXE_nfcompile"),
             "apply",
             "-q",
@@ -320,44 +373,27 @@ fn an_established_connection_survives_removing_another_endpoint() {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    apply(&addrs);
-
-    let _servers: Vec<Server> = pods
-        .iter()
-        .zip(["pod-a", "pod-b"])
-        .map(|(pod, name)| {
-            Server(
-                Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        &pod.name,
-                        "timeout",
-                        "120",
-                        "python3",
-                        "-c",
-                        LINE_SERVER,
-                        "80",
-                        name,
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap(),
-            )
-        })
-        .collect();
-    let start = Instant::now();
-    for (pod, addr) in pods.iter().zip(addrs) {
-        while !line_connect(pod, addr, 80).contains("saw") {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "echo server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
+}
+
+impl Drop for TwoPods {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn an_established_connection_survives_removing_another_endpoint() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "an_established_connection_survives_removing_another_endpoint",
+            &reason,
+        );
+    }
+    let t = TwoPods::new(false);
+    let (client, addrs) = (&t.client, POD_ADDRS);
+    t.apply(&addrs);
 
     let mut holder = Command::new("ip")
         .args([
@@ -384,14 +420,14 @@ fn an_established_connection_survives_removing_another_endpoint() {
     assert!(first.starts_with(["pod-a", "pod-b"][kept]), "{first}");
 
     // Remove the endpoint this connection does not use; the change is incremental.
-    let line = apply(&[addrs[kept]]);
+    let line = t.apply(&[addrs[kept]]);
     assert!(line.contains(" operations,"), "{line}");
     holder.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     let second = lines.next().unwrap().unwrap();
     assert_eq!(second, first, "the established connection moved or broke");
     holder.wait().unwrap();
     for _ in 0..10 {
-        let answer = line_connect(&client, "192.168.10.100", 80);
+        let answer = line_connect(client, "192.168.10.100", 80);
         assert!(
             answer.starts_with(["pod-a", "pod-b"][kept]),
             "a new connection reached {answer}, not pod {}",
@@ -399,5 +435,36 @@ fn an_established_connection_survives_removing_another_endpoint() {
         );
         assert!(!answer.starts_with(["pod-a", "pod-b"][removed]));
     }
-    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn session_affinity_moves_off_a_removed_endpoint() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("session_affinity_moves_off_a_removed_endpoint", &reason);
+    }
+    let t = TwoPods::new(true);
+    t.apply(&POD_ADDRS);
+    // Affinity pins the client: every new connection reaches the pod the first one did.
+    let first = line_connect(&t.client, "192.168.10.100", 80);
+    let pinned = if first.starts_with("pod-a") { 0 } else { 1 };
+    assert!(first.starts_with(["pod-a", "pod-b"][pinned]), "{first}");
+    for _ in 0..8 {
+        let again = line_connect(&t.client, "192.168.10.100", 80);
+        assert_eq!(again, first, "affinity did not hold");
+    }
+    // Remove the pinned endpoint (its pod keeps running and answering): the entry that pins
+    // the client to it goes, and new connections reach the other pod.
+    let other = 1 - pinned;
+    let out = t.apply(&[POD_ADDRS[other]]);
+    assert!(
+        out.contains("session affinity: 1 entries of removed endpoints deleted"),
+        "{out}"
+    );
+    for _ in 0..8 {
+        let answer = line_connect(&t.client, "192.168.10.100", 80);
+        assert!(
+            answer.starts_with(["pod-a", "pod-b"][other]),
+            "a new connection reached {answer}: the removed endpoint still had the client"
+        );
+    }
 }

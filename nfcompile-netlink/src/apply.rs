@@ -59,6 +59,26 @@ impl Connection {
         })
     }
 
+    /// Delete `elements` from `set` of `table` where they still exist, in one transaction
+    /// (for runtime state, e.g. session-affinity entries that may expire meanwhile).
+    pub fn destroy_elements(
+        &self,
+        table: &nfcompile::model::Table,
+        set: &nfcompile::model::Set,
+        elements: &[nfcompile::model::Element],
+    ) -> Result<Summary, ApplyError> {
+        let start = Instant::now();
+        let encoded = crate::encode::encode_destroy_elements(table, set, elements);
+        // Counts of tables, chains and rules: none.
+        send(
+            Some(&self.socket),
+            encoded,
+            &Ruleset::default(),
+            start,
+            None,
+        )
+    }
+
     /// [`apply_transaction`] over this connection.
     pub fn apply_transaction(
         &self,

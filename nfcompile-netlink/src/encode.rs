@@ -242,6 +242,41 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
     }
 }
 
+/// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): delete, and no error for an element already gone.
+const NFT_MSG_DESTROYSETELEM: u16 = 30;
+
+/// Build the batch that deletes `elements` from `set` of `table` where they still exist —
+/// for runtime state such as session-affinity entries, which may expire at any moment.
+pub fn encode_destroy_elements(table: &Table, set: &Set, elements: &[Element]) -> Encoded {
+    let mut enc = Encoder {
+        batch: Batch::new(),
+        provenance: HashMap::new(),
+        messages: 0,
+        elements: 0,
+        next_set_id: 1,
+    };
+    let part = Set {
+        elements: elements.to_vec(),
+        ..set.clone()
+    };
+    let specs = sets::deletion_elements(&part);
+    enc.element_message(
+        table,
+        &part,
+        &set.name,
+        None,
+        specs,
+        NFT_MSG_DESTROYSETELEM,
+        0,
+    );
+    Encoded {
+        batch: enc.batch.finalize(),
+        provenance: enc.provenance,
+        messages: enc.messages,
+        elements: enc.elements,
+    }
+}
+
 /// Attach `comment` as nft's userdata comment: TLV type 0 for tables, chains and rules alike,
 /// set through the object's own `nftnl_*_set_data`.
 ///
@@ -629,7 +664,7 @@ impl Encoder {
         };
         let iter = unsafe { sys::nftnl_set_elems_iter_create(owned.ptr) };
         let mut what = element_provenance(table, set);
-        if kind == NFT_MSG_DELSETELEM {
+        if kind == NFT_MSG_DELSETELEM || kind == NFT_MSG_DESTROYSETELEM {
             what = format!("deletion of {what}");
         }
         self.add(

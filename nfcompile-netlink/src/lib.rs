@@ -17,5 +17,7 @@ pub mod socket;
 pub mod sync;
 
 pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
-pub use readback::{generation_now, normalize, readback, readback_with_generation, ReadbackError};
-pub use sync::{SyncError, SyncReport, Syncer};
+pub use readback::{
+    generation_now, normalize, read_set_elements, readback, readback_with_generation, ReadbackError,
+};
+pub use sync::{clear_affinity, SyncError, SyncReport, Syncer};

@@ -488,6 +488,42 @@ unsafe fn chain_of(c: *mut sys::nftnl_chain) -> Chain {
     }
 }
 
+/// The elements of one set of our table, read now: for dynamic sets, whose elements packets
+/// write and [`readback`] leaves out. `decl` is the set as the model declares it.
+pub fn read_set_elements(family: Family, decl: &Set) -> Result<Vec<Element>, ReadbackError> {
+    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
+    let mut d = Dumper {
+        socket,
+        seq: 0,
+        buf: vec![0u8; 1 << 20],
+    };
+    let fam = crate::bytecode::nfproto(family) as u16;
+    let specs = read_elements(&mut d, fam, &decl.name)?;
+    let mut set_flags = 0;
+    for (has, flag) in [
+        (decl.is_map(), flags::NFT_SET_MAP),
+        (
+            decl.flags.contains(SetFlags::INTERVAL),
+            flags::NFT_SET_INTERVAL,
+        ),
+        (
+            decl.flags.contains(SetFlags::TIMEOUT),
+            flags::NFT_SET_TIMEOUT,
+        ),
+        (decl.flags.contains(SetFlags::DYNAMIC), flags::NFT_SET_EVAL),
+    ] {
+        if has {
+            set_flags |= flag;
+        }
+    }
+    decode::elements(set_flags, &decl.key, decl.data.as_ref(), &specs).map_err(|source| {
+        ReadbackError::Decode {
+            what: format!("elements of set {}", decl.name),
+            source,
+        }
+    })
+}
+
 fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, ReadbackError> {
     let (tname, sname) = (cstr(nfcompile::lower::TABLE), cstr(set));
     let s = unsafe { sys::nftnl_set_alloc() };

@@ -37,12 +37,12 @@
 use std::time::{Duration, Instant};
 
 use nfcompile::diff::{diff, Transaction};
-use nfcompile::incremental::{Change, Incremental};
+use nfcompile::incremental::{stale_in, Change, Incremental, StaleAffinity};
 use nfcompile::ir::Cluster;
-use nfcompile::model::Ruleset;
+use nfcompile::model::{Element, Ruleset};
 
 use crate::apply::{ApplyError, Connection};
-use crate::readback::{readback_with_generation, ReadbackError};
+use crate::readback::{read_set_elements, readback_with_generation, ReadbackError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -69,6 +69,9 @@ pub struct SyncReport {
     pub read_back: bool,
     /// Whether only the changed services were compiled (see [`Syncer::update`]).
     pub incremental: bool,
+    /// Session-affinity entries deleted because their endpoint left the frontend (the
+    /// affinity map is read only when such an endpoint had affinity).
+    pub affinity_cleared: usize,
     pub elapsed: Duration,
 }
 
@@ -137,6 +140,9 @@ impl Syncer {
                 let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
+                let stale = inc.stale_affinity(&tx);
+                report.affinity_cleared = clear_affinity(connection, inc.shells(), &stale)?;
+                report.elapsed = start.elapsed();
                 Ok(report)
             }
             Err(_) => {
@@ -158,7 +164,7 @@ impl Syncer {
         let tx = diff(&current, desired);
         self.trusted = false;
         let connection = connect(&mut self.connection)?;
-        let report = commit(
+        let mut report = commit(
             connection,
             &tx,
             desired,
@@ -167,6 +173,9 @@ impl Syncer {
             start,
         )?;
         self.trusted = true;
+        let stale = stale_in(&tx, desired);
+        report.affinity_cleared = clear_affinity(connection, desired, &stale)?;
+        report.elapsed = start.elapsed();
         Ok(report)
     }
 
@@ -206,6 +215,35 @@ fn connect(connection: &mut Option<Connection>) -> Result<&Connection, ApplyErro
     Ok(connection.as_ref().expect("just opened"))
 }
 
+/// Delete the session-affinity entries `stale` describes (see
+/// [`nfcompile::incremental::stale_in`]) from the affinity maps of `tables` in the kernel; how
+/// many. Call it after the commit that removed the endpoints, so no new entry can point at them.
+pub fn clear_affinity(
+    connection: &Connection,
+    tables: &Ruleset,
+    stale: &[StaleAffinity],
+) -> Result<usize, SyncError> {
+    let mut cleared = 0;
+    for table in &tables.tables {
+        let mine: Vec<&StaleAffinity> = stale.iter().filter(|s| s.family == table.family).collect();
+        let Some(set) = table.set(nfcompile::lower::names::AFFINITY) else {
+            continue;
+        };
+        if mine.is_empty() {
+            continue;
+        }
+        let entries: Vec<Element> = read_set_elements(table.family, set)?
+            .into_iter()
+            .filter(|e| mine.iter().any(|s| s.matches(e)))
+            .collect();
+        if !entries.is_empty() {
+            connection.destroy_elements(table, set, &entries)?;
+            cleared += entries.len();
+        }
+    }
+    Ok(cleared)
+}
+
 fn commit(
     connection: &Connection,
     tx: &Transaction,
@@ -221,6 +259,7 @@ fn commit(
         messages: summary.messages,
         read_back,
         incremental: false,
+        affinity_cleared: 0,
         elapsed: start.elapsed(),
     })
 }

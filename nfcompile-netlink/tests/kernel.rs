@@ -467,3 +467,44 @@ fn the_syncer_updates_single_services_incrementally() {
         "the kernel holds something else than the handle expects"
     );
 }
+
+#[test]
+fn the_syncer_deletes_affinity_entries_of_removed_endpoints() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "the_syncer_deletes_affinity_entries_of_removed_endpoints",
+            &reason,
+        );
+    }
+    use nfcompile::incremental::Change;
+    use nfcompile::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use nfcompile::ir::Protocol;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let svc = move |eps: &[&str]| {
+        let mut b = ServiceBuilder::new("d", "sticky", ip("10.96.0.1"))
+            .port("p", Protocol::Tcp, 80)
+            .session_affinity(600);
+        for e in eps {
+            b = b.endpoint(ip(e), Some("n2"), &[("p", 8080)]);
+        }
+        b.build()
+    };
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
+        .service(svc(&["10.244.1.1", "10.244.1.2"]))
+        .build();
+    let (report, left) = in_fresh_netns(move || {
+        let mut s = nfcompile_netlink::Syncer::new();
+        s.sync_cluster(cluster).unwrap();
+        // What packets would have written: two clients pinned to .1, one to .2.
+        nft(&["add element ip nfcompile affinity { \
+             192.168.7.1 . 10.96.0.1 . tcp . 80 : 10.244.1.1 . 8080, \
+             192.168.7.2 . 10.96.0.1 . tcp . 80 : 10.244.1.1 . 8080, \
+             192.168.7.3 . 10.96.0.1 . tcp . 80 : 10.244.1.2 . 8080 }"]);
+        let report = s.update(&[Change::Upsert(svc(&["10.244.1.2"]))]).unwrap();
+        (report, nft(&["list", "map", "ip", "nfcompile", "affinity"]))
+    });
+    assert!(report.incremental, "{report:?}");
+    assert_eq!(report.affinity_cleared, 2, "{report:?}");
+    assert!(left.contains("192.168.7.3"), "{left}");
+    assert!(!left.contains("10.244.1.1"), "{left}");
+}

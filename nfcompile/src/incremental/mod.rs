@@ -18,6 +18,8 @@
 //! hairpin addresses (an address may be local to several services). Both are harmless to
 //! packets; [`Incremental::expected`] includes them, and a full sync removes them.
 
+mod affinity;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
@@ -26,6 +28,8 @@ use crate::diff::{add_new_chain, same_declaration, Op, TableRef, Transaction};
 use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
+
+pub use affinity::{stale_in, StaleAffinity};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,6 +210,28 @@ impl Incremental {
                 })
                 .collect(),
         }
+    }
+
+    /// Session-affinity entries `tx` (the last [`Incremental::update`]) leaves pointing at
+    /// endpoints their frontend no longer has; delete them after committing `tx`.
+    pub fn stale_affinity(&self, tx: &Transaction) -> Vec<StaleAffinity> {
+        let get = |family: Family, set: &str, key: &[crate::model::Value]| {
+            self.tables
+                .get(&family)
+                .and_then(|st| st.elements.get(set))
+                .and_then(|els| els.get(key))
+        };
+        affinity::stale(
+            tx,
+            |family, set, key| match get(family, set, key)?.data.as_ref()? {
+                crate::model::ElementData::Values(v) => Some(v.clone()),
+                _ => None,
+            },
+            |family, key| {
+                get(family, names::AFFINITY_SERVICES, key).is_some()
+                    || get(family, names::AFFINITY_NODEPORTS, key).is_some()
+            },
+        )
     }
 
     /// The transaction for `changes`, and the state updated as if it was committed. On a

@@ -177,3 +177,93 @@ fn refusals_change_nothing() {
     assert_eq!(before, canonical(&inc.expected()));
     assert_eq!(inc.cluster(), &c);
 }
+
+#[test]
+fn affinity_entries_of_a_removed_endpoint_are_stale() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::Protocol;
+    use crate::model::Value;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let svc = |eps: &[&str]| {
+        let mut b = ServiceBuilder::new("d", "sticky", ip("10.96.0.1"))
+            .node_port("p", Protocol::Tcp, 80, 30080)
+            .session_affinity(600);
+        for e in eps {
+            b = b.endpoint(ip(e), Some("n2"), &[("p", 8080)]);
+        }
+        b.build()
+    };
+    let plain = ServiceBuilder::new("d", "plain", ip("10.96.0.2"))
+        .port("p", Protocol::Tcp, 80)
+        .endpoint(ip("10.244.1.9"), Some("n2"), &[("p", 8080)])
+        .endpoint(ip("10.244.1.8"), Some("n2"), &[("p", 8080)])
+        .build();
+    let three = ["10.244.1.1", "10.244.1.2", "10.244.1.3"];
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
+        .service(svc(&three))
+        .service(plain.clone())
+        .build();
+    let mut inc = Incremental::new(cluster.clone(), compile(&cluster));
+    let endpoint = |a: &str| vec![Value::Addr(ip(a)), Value::Port(8080)];
+    let pairs = |stale: Vec<StaleAffinity>| {
+        let mut v: Vec<(usize, Vec<Value>)> = stale
+            .into_iter()
+            .map(|s| (s.frontend.len(), s.endpoint))
+            .collect();
+        v.sort();
+        v
+    };
+
+    // One endpoint fewer: its entries at the cluster IP and at the node port.
+    let tx = inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
+    let want = vec![(2, endpoint("10.244.1.3")), (3, endpoint("10.244.1.3"))];
+    assert_eq!(pairs(inc.stale_affinity(&tx)), want);
+    assert_eq!(pairs(stale_in(&tx, &inc.expected())), want);
+
+    // One more, and endpoints of a service without affinity: nothing.
+    let tx = inc.update(&[Change::Upsert(svc(&three))]).unwrap();
+    assert!(inc.stale_affinity(&tx).is_empty());
+    let mut fewer = plain.clone();
+    fewer.endpoints.pop();
+    let tx = inc.update(&[Change::Upsert(fewer)]).unwrap();
+    assert!(inc.stale_affinity(&tx).is_empty());
+
+    // Scaling 2 → 1 rewrites slots of the survivor too; only the one that left is stale.
+    inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
+    let tx = inc.update(&[Change::Upsert(svc(&three[..1]))]).unwrap();
+    assert_eq!(
+        pairs(inc.stale_affinity(&tx)),
+        vec![(2, endpoint("10.244.1.2")), (3, endpoint("10.244.1.2"))]
+    );
+
+    // The service gone: all of its entries.
+    let tx = inc
+        .update(&[Change::Remove {
+            namespace: "d".into(),
+            name: "sticky".into(),
+        }])
+        .unwrap();
+    assert_eq!(
+        pairs(inc.stale_affinity(&tx)),
+        vec![(2, endpoint("10.244.1.1")), (3, endpoint("10.244.1.1"))]
+    );
+
+    // What an entry looks like in the kernel's map: client . frontend : endpoint.
+    let s = StaleAffinity {
+        family: Family::Ipv4,
+        frontend: vec![Value::Proto(Protocol::Tcp), Value::Port(30080)],
+        endpoint: endpoint("10.244.1.1"),
+    };
+    let entry = |daddr: &str, to: &str| Element {
+        key: vec![
+            Value::Addr(ip("192.168.5.5")),
+            Value::Addr(ip(daddr)),
+            Value::Proto(Protocol::Tcp),
+            Value::Port(30080),
+        ],
+        data: Some(crate::model::ElementData::Values(endpoint(to))),
+        comment: None,
+    };
+    assert!(s.matches(&entry("192.168.0.1", "10.244.1.1")));
+    assert!(!s.matches(&entry("192.168.0.1", "10.244.1.2")));
+}
