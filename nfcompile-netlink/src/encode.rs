@@ -108,35 +108,18 @@ impl SetInfo for Sets<'_> {
 
 /// Build the batch that replaces every table of `ruleset`.
 pub fn encode(ruleset: &Ruleset) -> Encoded {
-    let mut enc = Encoder {
-        batch: Batch::new(),
-        provenance: HashMap::new(),
-        messages: 0,
-        elements: 0,
-        next_set_id: 1,
-    };
+    let mut enc = Encoder::new();
     for table in &ruleset.tables {
         enc.table(table);
     }
-    Encoded {
-        batch: enc.batch.finalize(),
-        provenance: enc.provenance,
-        messages: enc.messages,
-        elements: enc.elements,
-    }
+    enc.finish()
 }
 
 /// Build the batch that carries out `tx` (computed against the kernel's current ruleset)
 /// towards `desired`, which supplies set declarations and interval facts.
 pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) -> Encoded {
     use nfcompile::diff::Op;
-    let mut enc = Encoder {
-        batch: Batch::new(),
-        provenance: HashMap::new(),
-        messages: 0,
-        elements: 0,
-        next_set_id: 1,
-    };
+    let mut enc = Encoder::new();
     // Tables being deleted are not in `desired`: stand-ins carry their family and name.
     let stand_ins: Vec<Table> = tx
         .ops
@@ -234,12 +217,7 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
             }
         }
     }
-    Encoded {
-        batch: enc.batch.finalize(),
-        provenance: enc.provenance,
-        messages: enc.messages,
-        elements: enc.elements,
-    }
+    enc.finish()
 }
 
 /// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): delete, and no error for an element already gone.
@@ -248,13 +226,7 @@ const NFT_MSG_DESTROYSETELEM: u16 = 30;
 /// Build the batch that deletes `elements` from `set` of `table` where they still exist —
 /// for runtime state such as session-affinity entries, which may expire at any moment.
 pub fn encode_destroy_elements(table: &Table, set: &Set, elements: &[Element]) -> Encoded {
-    let mut enc = Encoder {
-        batch: Batch::new(),
-        provenance: HashMap::new(),
-        messages: 0,
-        elements: 0,
-        next_set_id: 1,
-    };
+    let mut enc = Encoder::new();
     let part = Set {
         elements: elements.to_vec(),
         ..set.clone()
@@ -269,12 +241,7 @@ pub fn encode_destroy_elements(table: &Table, set: &Set, elements: &[Element]) -
         NFT_MSG_DESTROYSETELEM,
         0,
     );
-    Encoded {
-        batch: enc.batch.finalize(),
-        provenance: enc.provenance,
-        messages: enc.messages,
-        elements: enc.elements,
-    }
+    enc.finish()
 }
 
 /// Attach `comment` as nft's userdata comment: TLV type 0 for tables, chains and rules alike,
@@ -302,6 +269,25 @@ struct Encoder {
 }
 
 impl Encoder {
+    fn new() -> Encoder {
+        Encoder {
+            batch: Batch::new(),
+            provenance: HashMap::new(),
+            messages: 0,
+            elements: 0,
+            next_set_id: 1,
+        }
+    }
+
+    fn finish(self) -> Encoded {
+        Encoded {
+            batch: self.batch.finalize(),
+            provenance: self.provenance,
+            messages: self.messages,
+            elements: self.elements,
+        }
+    }
+
     fn add(
         &mut self,
         kind: u16,
