@@ -225,8 +225,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             if !stale.is_empty() {
                 let connection =
                     nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
-                let cleared = nfcompile_netlink::clear_affinity(&connection, &ruleset, &stale)
-                    .map_err(|e| e.to_string())?;
+                let mut reader = nfcompile_netlink::SetReader::open().map_err(|e| e.to_string())?;
+                let cleared =
+                    nfcompile_netlink::clear_affinity(&connection, &mut reader, &ruleset, &stale)
+                        .map_err(|e| e.to_string())?;
                 watch.lap("affinity cleanup");
                 if cleared > 0 {
                     println!("session affinity: {cleared} entries of removed endpoints deleted");

@@ -18,6 +18,7 @@ pub mod sync;
 
 pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
 pub use readback::{
-    generation_now, normalize, read_set_elements, readback, readback_with_generation, ReadbackError,
+    generation_now, normalize, read_set_elements, readback, readback_with_generation,
+    ReadbackError, SetReader,
 };
 pub use sync::{clear_affinity, SyncError, SyncReport, Syncer};

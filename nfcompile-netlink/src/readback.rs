@@ -491,14 +491,31 @@ unsafe fn chain_of(c: *mut sys::nftnl_chain) -> Chain {
 /// The elements of one set of our table, read now: for dynamic sets, whose elements packets
 /// write and [`readback`] leaves out. `decl` is the set as the model declares it.
 pub fn read_set_elements(family: Family, decl: &Set) -> Result<Vec<Element>, ReadbackError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
-    let mut d = Dumper {
-        socket,
-        seq: 0,
-        buf: vec![0u8; 1 << 20],
-    };
-    let fam = crate::bytecode::nfproto(family) as u16;
-    let specs = read_elements(&mut d, fam, &decl.name)?;
+    SetReader::open()?.elements(family, decl)
+}
+
+/// A socket kept open for repeated [`read_set_elements`]: closing an nf_tables socket right
+/// after a commit waits for the kernel to release that transaction (milliseconds).
+pub struct SetReader(Dumper);
+
+impl SetReader {
+    pub fn open() -> Result<SetReader, ReadbackError> {
+        Ok(SetReader(Dumper {
+            socket: mnl::Socket::new(mnl::Bus::Netfilter)?,
+            seq: 0,
+            buf: vec![0u8; 1 << 20],
+        }))
+    }
+
+    /// See [`read_set_elements`].
+    pub fn elements(&mut self, family: Family, decl: &Set) -> Result<Vec<Element>, ReadbackError> {
+        let fam = crate::bytecode::nfproto(family) as u16;
+        let specs = read_elements(&mut self.0, fam, &decl.name)?;
+        decode_set_elements(decl, &specs)
+    }
+}
+
+fn decode_set_elements(decl: &Set, specs: &[ElemSpec]) -> Result<Vec<Element>, ReadbackError> {
     let mut set_flags = 0;
     for (has, flag) in [
         (decl.is_map(), flags::NFT_SET_MAP),
@@ -516,7 +533,7 @@ pub fn read_set_elements(family: Family, decl: &Set) -> Result<Vec<Element>, Rea
             set_flags |= flag;
         }
     }
-    decode::elements(set_flags, &decl.key, decl.data.as_ref(), &specs).map_err(|source| {
+    decode::elements(set_flags, &decl.key, decl.data.as_ref(), specs).map_err(|source| {
         ReadbackError::Decode {
             what: format!("elements of set {}", decl.name),
             source,

@@ -42,7 +42,7 @@ use nfcompile::ir::Cluster;
 use nfcompile::model::{Element, Ruleset};
 
 use crate::apply::{ApplyError, Connection};
-use crate::readback::{read_set_elements, readback_with_generation, ReadbackError};
+use crate::readback::{readback_with_generation, ReadbackError, SetReader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -85,6 +85,8 @@ enum Committed {
 pub struct Syncer {
     /// Kept open between commits (see [`Connection`]); opened on first use.
     connection: Option<Connection>,
+    /// Reads the affinity map after endpoints left; kept open for the same reason.
+    reader: Option<SetReader>,
     committed: Option<Committed>,
     /// Whether the kernel is known to still hold it (false after a failure or seen drift:
     /// the next sync reads the kernel first).
@@ -141,7 +143,11 @@ impl Syncer {
                 self.trusted = true;
                 report.incremental = true;
                 let stale = inc.stale_affinity(&tx);
-                report.affinity_cleared = clear_affinity(connection, inc.shells(), &stale)?;
+                if !stale.is_empty() {
+                    let reader = reader(&mut self.reader)?;
+                    report.affinity_cleared =
+                        clear_affinity(connection, reader, inc.shells(), &stale)?;
+                }
                 report.elapsed = start.elapsed();
                 Ok(report)
             }
@@ -174,7 +180,10 @@ impl Syncer {
         )?;
         self.trusted = true;
         let stale = stale_in(&tx, desired);
-        report.affinity_cleared = clear_affinity(connection, desired, &stale)?;
+        if !stale.is_empty() {
+            let reader = reader(&mut self.reader)?;
+            report.affinity_cleared = clear_affinity(connection, reader, desired, &stale)?;
+        }
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -208,6 +217,13 @@ impl Syncer {
     }
 }
 
+fn reader(reader: &mut Option<SetReader>) -> Result<&mut SetReader, ReadbackError> {
+    if reader.is_none() {
+        *reader = Some(SetReader::open()?);
+    }
+    Ok(reader.as_mut().expect("just opened"))
+}
+
 fn connect(connection: &mut Option<Connection>) -> Result<&Connection, ApplyError> {
     if connection.is_none() {
         *connection = Some(Connection::open()?);
@@ -220,6 +236,7 @@ fn connect(connection: &mut Option<Connection>) -> Result<&Connection, ApplyErro
 /// many. Call it after the commit that removed the endpoints, so no new entry can point at them.
 pub fn clear_affinity(
     connection: &Connection,
+    reader: &mut SetReader,
     tables: &Ruleset,
     stale: &[StaleAffinity],
 ) -> Result<usize, SyncError> {
@@ -232,7 +249,8 @@ pub fn clear_affinity(
         if mine.is_empty() {
             continue;
         }
-        let entries: Vec<Element> = read_set_elements(table.family, set)?
+        let entries: Vec<Element> = reader
+            .elements(table.family, set)?
             .into_iter()
             .filter(|e| mine.iter().any(|s| s.matches(e)))
             .collect();
