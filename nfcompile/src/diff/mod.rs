@@ -210,6 +210,20 @@ fn rule_refs(rule: &Rule) -> impl Iterator<Item = &str> {
     sets.chain(rest)
 }
 
+/// Names of `current` items that `wanted` lacks or declares differently.
+fn replaced<'a, T>(
+    current: &'a [T],
+    wanted: &HashMap<&str, &T>,
+    name: fn(&T) -> &String,
+    same: fn(&T, &T) -> bool,
+) -> HashSet<&'a str> {
+    current
+        .iter()
+        .filter(|c| wanted.get(name(c).as_str()).is_none_or(|w| !same(c, w)))
+        .map(|c| name(c).as_str())
+        .collect()
+}
+
 fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]) {
     let [flush, del_elems, del_sets, del_chains, add_sets, add_chains, add_elems, add_rules] =
         phases;
@@ -219,29 +233,11 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
         cur.chains.iter().map(|c| (c.name.as_str(), c)).collect();
 
     // Sets that disappear (or are redeclared): every rule naming them must be flushed first.
-    let replaced_sets: HashSet<&str> = cur
-        .sets
-        .iter()
-        .filter(|s| {
-            want_sets
-                .get(s.name.as_str())
-                .is_none_or(|w| !same_declaration(s, w))
-        })
-        .map(|s| s.name.as_str())
-        .collect();
+    let replaced_sets = replaced(&cur.sets, &want_sets, |s| &s.name, same_declaration);
     // Chains that disappear (or change hook/comment).
     let want_chains: HashMap<&str, &Chain> =
         want.chains.iter().map(|c| (c.name.as_str(), c)).collect();
-    let replaced_chains: HashSet<&str> = cur
-        .chains
-        .iter()
-        .filter(|c| {
-            want_chains
-                .get(c.name.as_str())
-                .is_none_or(|w| !same_shell(c, w))
-        })
-        .map(|c| c.name.as_str())
-        .collect();
+    let replaced_chains = replaced(&cur.chains, &want_chains, |c| &c.name, same_shell);
 
     // 1 / 8: chains whose rules change, or that refer to something replaced, are refilled.
     for c in &want.chains {
