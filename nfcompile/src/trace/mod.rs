@@ -148,7 +148,8 @@ pub fn trace(
         node_addresses,
         packet,
     };
-    let hook = if packet.origin == Origin::Node {
+    // The first hook: `output` for the node's own packets, `prerouting` for arriving ones.
+    let first = if packet.origin == Origin::Node {
         Hook::Output
     } else {
         Hook::Prerouting
@@ -162,26 +163,57 @@ pub fn trace(
         dnat: false,
     };
     let mut branches = Vec::new();
-    for (state, flow) in t.hook(ChainType::Nat, hook, start)? {
-        match flow {
-            Flow::Drop => branches.push(branch(state, Outcome::Drop)),
-            Flow::Reject => branches.push(branch(state, Outcome::Reject)),
-            _ => {
-                // Routing, then source NAT on the way out.
-                for (s, f) in t.hook(ChainType::Nat, Hook::Postrouting, state)? {
-                    let masquerade = matches!(f, Flow::Masquerade);
-                    let outcome = match f {
-                        Flow::Drop => Outcome::Drop,
-                        Flow::Reject => Outcome::Reject,
-                        _ if s.dnat => Outcome::Dnat {
-                            to: endpoint(s.dst, s.dst_port),
-                            masquerade,
-                        },
-                        _ => Outcome::Accept { masquerade },
-                    };
-                    branches.push(branch(s, outcome));
+    for (mut state, flow) in t.hook(first, start)? {
+        if let Some(outcome) = stopped(&flow) {
+            branches.push(branch(state, outcome));
+            continue;
+        }
+        // The routing decision sees the destination after DNAT: a packet for one of this
+        // node's addresses goes up to `input`, anything else is forwarded (or, for the node's
+        // own packets, sent) and leaves through `postrouting`.
+        let delivered = packet.origin != Origin::Node && t.local(state.dst);
+        let after: Vec<Hook> = if delivered {
+            state.steps.push("route: local delivery (input)".into());
+            vec![Hook::Input]
+        } else if packet.origin == Origin::Node {
+            state
+                .steps
+                .push("route: out of this node (postrouting)".into());
+            vec![Hook::Postrouting]
+        } else {
+            state
+                .steps
+                .push("route: forwarded (forward, postrouting)".into());
+            vec![Hook::Forward, Hook::Postrouting]
+        };
+        let mut states = vec![(state, Flow::Continue)];
+        for hook in after {
+            let mut next = Vec::new();
+            for (s, f) in states {
+                if stopped(&f).is_some() {
+                    next.push((s, f));
+                } else {
+                    next.extend(t.hook(hook, s)?);
                 }
             }
+            states = next;
+        }
+        for (s, f) in states {
+            let outcome = match stopped(&f) {
+                Some(o) => o,
+                None => {
+                    let masquerade = matches!(f, Flow::Masquerade);
+                    if s.dnat {
+                        Outcome::Dnat {
+                            to: endpoint(s.dst, s.dst_port),
+                            masquerade,
+                        }
+                    } else {
+                        Outcome::Accept { masquerade }
+                    }
+                }
+            };
+            branches.push(branch(s, outcome));
         }
     }
     Ok(Trace {
@@ -207,6 +239,15 @@ fn merge(branches: Vec<Branch>) -> Vec<Branch> {
     out
 }
 
+/// The outcome of a flow that ends the packet's way through the hooks.
+fn stopped(flow: &Flow) -> Option<Outcome> {
+    match flow {
+        Flow::Drop => Some(Outcome::Drop),
+        Flow::Reject => Some(Outcome::Reject),
+        _ => None,
+    }
+}
+
 fn branch(s: State, outcome: Outcome) -> Branch {
     Branch {
         probability: s.probability,
@@ -229,18 +270,14 @@ struct Tracer<'a> {
 }
 
 impl Tracer<'_> {
-    /// Every base chain of `kind` on `hook`, in priority order.
-    fn hook(
-        &self,
-        kind: ChainType,
-        hook: Hook,
-        state: State,
-    ) -> Result<Vec<(State, Flow)>, TraceError> {
+    /// Every base chain on `hook` (filter and nat alike), in priority order. `accept` ends one
+    /// base chain, not the hook; `drop` and `reject` end the packet.
+    fn hook(&self, hook: Hook, state: State) -> Result<Vec<(State, Flow)>, TraceError> {
         let mut chains: Vec<&Chain> = self
             .table
             .chains
             .iter()
-            .filter(|c| c.base.is_some_and(|b| b.kind == kind && b.hook == hook))
+            .filter(|c| c.base.is_some_and(|b| b.hook == hook))
             .collect();
         chains.sort_by_key(|c| c.base.map(|b| b.priority));
         let mut states = vec![(state, Flow::Continue)];

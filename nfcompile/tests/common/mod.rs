@@ -1,6 +1,8 @@
 //! Shared by the integration tests: the scenario fixtures and throw-away network namespaces.
 #![allow(dead_code)]
 
+pub mod conformance;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
