@@ -308,10 +308,20 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     if t.branches.len() > 1 {
                         println!("branch {} (probability {:.3}):", i + 1, b.probability);
                     }
-                    for s in &b.steps {
-                        println!("  {s}");
+                    // Repeated draws of a selection chain print once, with their count.
+                    let mut steps = b.steps.iter().peekable();
+                    while let Some(s) = steps.next() {
+                        let mut n = 1;
+                        while steps.next_if(|next| *next == s).is_some() {
+                            n += 1;
+                        }
+                        if n > 1 {
+                            println!("  {s}  (×{n})");
+                        } else {
+                            println!("  {s}");
+                        }
                     }
-                    println!("  → {:?}", b.outcome);
+                    println!("  → {}", b.outcome);
                 }
                 println!("{}", t.verdict_line());
             }

@@ -61,6 +61,20 @@ pub enum Outcome {
     },
 }
 
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let masq = |m: bool| if m { ", masqueraded" } else { "" };
+        match self {
+            Outcome::Dnat { to, masquerade } => write!(f, "dnat to {to}{}", masq(*masquerade)),
+            Outcome::Drop => f.write_str("drop"),
+            Outcome::Reject => f.write_str("reject"),
+            Outcome::Accept { masquerade } => {
+                write!(f, "accept (no service rule){}", masq(*masquerade))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Trace {
     pub branches: Vec<Branch>,
