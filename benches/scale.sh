@@ -1,42 +1,121 @@
 #!/usr/bin/env bash
-# Cold-load scale benchmark: for each size, compile a synthetic cluster (services × 5 endpoints
-# over 10 nodes), then time `nft -f` of the rendered script in a fresh network namespace.
-# Needs root; installs nftables and iproute2 if missing. Prints a table and writes it to
-# benches/results/scale-<date>.md.  Usage: benches/scale.sh [SIZES…]  (default: 1000 5000 50000)
+# The scale benchmark, side by side with the peers, on one machine in one run. For each size
+# (services × 5 endpoints over 10 nodes; every 10th a NodePort, every 20th a LoadBalancer,
+# every 40th eTP=Local, every 50th with affinity), each in a fresh network namespace:
+#   nfcompile apply (CLI, netlink) · library apply (netlink-bench, no process start-up) ·
+#   nft -f of nfcompile's script · nft -f of kube-proxy's nftables-mode layout ·
+#   iptables-legacy-restore / iptables-nft-restore of kube-proxy's iptables-mode rules ·
+#   readback (netlink) vs `nft list table`
+# then one-endpoint incremental updates at 50k (sync-bench) and the datapath's new-connection
+# rate at 1 / 10k / 50k services (datapath-bench). A peer load is stopped after LIMIT seconds,
+# and not started when the previous size extrapolates (as O(n²)) beyond 4 × LIMIT; the table
+# says which.
+# Needs root; installs what it needs. Writes benches/results/scale-<date>.md and prints it.
+# Usage: sudo benches/scale.sh [SIZES…]   (default: 1000 5000 50000)
+# Environment: LIMIT=300 (s), SYNC_SIZE=50000, DATAPATH_SIZES="1 10000 50000"
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "scale.sh needs root (network namespaces, nft)" >&2; exit 1; }
-command -v nft >/dev/null && command -v ip >/dev/null && command -v bc >/dev/null && [ -x /usr/bin/time ] || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nftables iproute2 bc time >/dev/null; }
+[ "$(id -u)" = 0 ] || { echo "scale.sh needs root (network namespaces, nft, iptables)" >&2; exit 1; }
+need=()
+for t in nft:nftables ip:iproute2 bc:bc iptables-legacy-restore:iptables pkg-config:pkg-config; do
+  command -v "${t%%:*}" >/dev/null || need+=("${t#*:}")
+done
+[ -x /usr/bin/time ] || need+=(time)
+dpkg -s libnftnl-dev libmnl-dev >/dev/null 2>&1 || need+=(libnftnl-dev libmnl-dev)
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000 5000 50000)
+limit=${LIMIT:-300}
+sync_size=${SYNC_SIZE:-50000}
+read -r -a datapath_sizes <<< "${DATAPATH_SIZES:-1 10000 50000}"
 
-cargo build -q --release -p nfcompile-benches --bin nfcompile-synth
-cargo build -q --release -p nfcompile-cli
+cargo build -q --release -p nfcompile-benches -p nfcompile-cli
+bin=./target/release
 work=$(mktemp -d); ns="nfc-scale-$$"
 cleanup() { ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+# Wall seconds of a command run inside a fresh namespace (deleted afterwards); "stopped" when
+# it needed more than LIMIT seconds.
+timed() {
+  ip netns add "$ns"
+  local t0 t1 rc=0
+  t0=$(date +%s.%N)
+  timeout "$limit" ip netns exec "$ns" "$@" >/dev/null || rc=$?
+  t1=$(date +%s.%N)
+  ip netns del "$ns"
+  if [ "$rc" = 124 ]; then echo stopped; return; fi
+  [ "$rc" = 0 ] || { echo "failed: $*" >&2; exit 1; }
+  echo "$t1 - $t0" | bc -l | xargs printf '%.3f'
+}
+ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
+# Would a peer that took $2 s at $1 services take more than 4 × LIMIT at $3 (if O(n²))? Then
+# it is not even started; otherwise it runs, stopped after LIMIT seconds.
+too_slow() { [ "$2" = stopped ] || { [ -n "$2" ] && [ "$(echo "$2 * ($3 / $1)^2 > 4 * $limit" | bc -l)" = 1 ]; }; }
+
+declare -A cli lib ours kn ilr inr rb lst
+prev_n=""; prev_kn=""; prev_ilr=""; prev_inr=""
+for n in "${sizes[@]}"; do
+  echo "== $n services" >&2
+  $bin/nfcompile-synth "$n" 5 10 --ir > "$work/in.json"
+  $bin/nfcompile render -f "$work/in.json" > "$work/ours.nft"
+  $bin/peer-rules kube-nftables "$n" 5 10 > "$work/kube.nft"
+  $bin/peer-rules kube-iptables "$n" 5 10 > "$work/kube.iptables"
+
+  cli[$n]=$(timed "$bin/nfcompile" apply -q -f "$work/in.json")
+  # Library apply, nft -f of our script and readback, from netlink-bench's row.
+  row=$($bin/netlink-bench "$n" | grep "^| $n |")
+  lib[$n]=$(echo "$row" | awk -F'|' '{print $4}' | tr -d ' s')
+  ours[$n]=$(echo "$row" | awk -F'|' '{print $7}' | tr -d ' s')
+  rb[$n]=$(echo "$row" | awk -F'|' '{print $10}' | awk '{print $1}')
+  ip netns add "$ns"; ip netns exec "$ns" nft -f "$work/ours.nft"
+  t0=$(date +%s.%N); ip netns exec "$ns" nft list table ip nfcompile >/dev/null; t1=$(date +%s.%N)
+  ip netns del "$ns"
+  lst[$n]=$(echo "$t1 - $t0" | bc -l | xargs printf '%.3f')
+
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_kn" "$n"; then kn[$n]="skipped"; prev_kn=stopped; else kn[$n]=$(timed nft -f "$work/kube.nft"); prev_kn=${kn[$n]}; fi
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_ilr" "$n"; then ilr[$n]="skipped"; prev_ilr=stopped; else ilr[$n]=$(timed sh -c "iptables-legacy-restore < $work/kube.iptables"); prev_ilr=${ilr[$n]}; fi
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_inr" "$n"; then inr[$n]="skipped"; prev_inr=stopped; else inr[$n]=$(timed sh -c "iptables-nft-restore < $work/kube.iptables"); prev_inr=${inr[$n]}; fi
+  prev_n=$n
+done
+
+echo "== incremental (sync-bench $sync_size)" >&2
+sync=$($bin/sync-bench "$sync_size" | grep "one endpoint" || true)
+echo "== datapath (datapath-bench ${datapath_sizes[*]})" >&2
+datapath=$($bin/datapath-bench 3 "${datapath_sizes[@]}")
+
+cell() { # value, nfcompile library time → "v s (r×)"
+  case "$1" in
+    skipped) echo "not run (extrapolated > $((4 * limit)) s)";;
+    stopped) echo "> ${limit} s (stopped)";;
+    *) echo "$1 s ($(ratio "$1" "$2")×)";;
+  esac
+}
 mkdir -p benches/results
 out="benches/results/scale-$(date +%Y-%m-%d).md"
 {
-  echo "# nft -f cold load of nfcompile's script ($(nproc) cores, $(uname -r), $(nft --version))"
+  echo "# Scale benchmark: nfcompile and its peers ($(date +%Y-%m-%d); $(nproc) cores, Linux $(uname -r), $(nft --version | head -1), $(iptables-legacy --version))"
   echo
-  echo "| services | endpoints | compile (CLI, from native IR) | script size | nft -f wall | nft -f sys | elements |"
-  echo "|---:|---:|---:|---:|---:|---:|---:|"
+  echo "Command: \`sudo benches/scale.sh ${sizes[*]}\`. Services × 5 endpoints over 10 nodes; every load into a fresh network namespace."
+  echo "Ratios: time ÷ nfcompile's library apply (what an embedding proxy pays per full sync)."
+  echo
+  echo "| services | nfcompile library apply | nfcompile apply (CLI, incl. start-up and JSON) | nft -f of nfcompile's script | kube-proxy nftables layout, nft -f | kube-proxy iptables rules, iptables-legacy-restore | same, iptables-nft-restore | readback (netlink) | nft list table |"
+  echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for n in "${sizes[@]}"; do
+    l=${lib[$n]}
+    echo "| $n | ${l} s | $(cell "${cli[$n]}" "$l") | $(cell "${ours[$n]}" "$l") | $(cell "${kn[$n]}" "$l") | $(cell "${ilr[$n]}" "$l") | $(cell "${inr[$n]}" "$l") | ${rb[$n]} s | $(cell "${lst[$n]}" "${rb[$n]}") |"
+  done
+  echo
+  echo "Incremental, $sync_size services, \`Syncer::update\` of one service (p50 / p99 over 100 changes):"
+  echo
+  echo '```text'
+  echo "$sync" | sed -E 's/^ *cpu per change: [^;]*; //'
+  echo '```'
+  echo
+  echo "Datapath: new TCP connections per second to the last service's cluster IP (client, node, server namespaces):"
+  echo
+  echo "$datapath"
 } > "$out"
-for n in "${sizes[@]}"; do
-  ./target/release/nfcompile-synth "$n" 5 10 --ir > "$work/in.json"
-  t0=$(date +%s.%N)
-  ./target/release/nfcompile render -f "$work/in.json" > "$work/rules.nft"
-  t1=$(date +%s.%N)
-  compile=$(echo "$t1 - $t0" | bc)
-  elements=$(grep -c ' : \| \. .*,$' "$work/rules.nft" || true)
-  ip netns add "$ns"
-  /usr/bin/time -f "%e %S" -o "$work/time" ip netns exec "$ns" nft -f "$work/rules.nft"
-  read -r wall sys < "$work/time"
-  ip netns del "$ns"
-  size=$(du -h "$work/rules.nft" | cut -f1)
-  echo "| $n | $((n * 5)) | ${compile}s | $size | ${wall}s | ${sys}s | ~$elements |" >> "$out"
-done
 cat "$out"
 echo "written to $out"
