@@ -1,12 +1,34 @@
 #!/usr/bin/env bash
-# Run every fuzz target for a bounded time (default 60 s each), seeded with the snapshot
-# scenarios. Installs cargo-fuzz from crates.io if missing; runs on stable via RUSTC_BOOTSTRAP.
+# Run every fuzz target for a bounded time (default 60 s each), seeded from fuzz/seeds/TARGET
+# (the snapshot scenarios for compile_input; decision bytes for the structured targets).
+# Installs cargo-fuzz from crates.io if missing; runs on stable via RUSTC_BOOTSTRAP. Prints
+# executions and crashes per target, appends them to fuzz/runs.md, exits 1 if any target crashed
+# (the crashing input is in fuzz/artifacts/TARGET/: turn it into a regression test).
+# Usage: fuzz/run.sh [SECONDS] [TARGET…]
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
+shift || true
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(RUSTC_BOOTSTRAP=1 cargo fuzz list)
+summary=()
+failed=0
+for target in "${targets[@]}"; do
   mkdir -p "corpus/$target"
   cp -n "seeds/$target"/* "corpus/$target/" 2>/dev/null || true
-  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- -max_total_time="$secs" -print_final_stats=1
+  log=$(mktemp)
+  rc=0
+  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "corpus/$target" -- \
+    -max_total_time="$secs" -print_final_stats=1 -timeout=20 2>&1 | tee "$log" | grep -E "^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY|panicked)" || true
+  grep -q "stat::number_of_executed_units" "$log" || rc=1
+  grep -qE "^SUMMARY|panicked at|deadly signal" "$log" && rc=1
+  execs=$(grep -oP "stat::number_of_executed_units: \K[0-9]+" "$log" || echo 0)
+  line="$(date +%Y-%m-%d) $target: $execs executions in ${secs} s, $([ "$rc" = 0 ] && echo "no crash" || echo "CRASH (see fuzz/artifacts/$target)")"
+  summary+=("$line")
+  echo "$line" >> runs.md
+  [ "$rc" = 0 ] || failed=1
+  rm -f "$log"
 done
+printf '%s\n' "${summary[@]}"
+exit "$failed"

@@ -95,14 +95,35 @@ impl Rng {
     }
 }
 
+/// Where a generator's decisions come from: a seeded [`Rng`] for property tests, or a fuzzer's
+/// bytes (so coverage guidance steers the cluster's shape).
+pub trait Choices {
+    /// A number in `0..n` (0 when `n` is 0).
+    fn below(&mut self, n: u64) -> u64;
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+}
+
+impl Choices for Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        Rng::below(self, n)
+    }
+}
+
 /// A random but valid cluster of up to `services` services, exercising every feature the
 /// lowering has: families, protocols, traffic policies, affinity, source ranges, node ports,
 /// endpoint conditions, masquerade settings and pod detection modes.
 pub fn random(seed: u64, services: usize) -> Cluster {
+    random_from(&mut Rng::new(seed), services)
+}
+
+/// [`random`] with its decisions taken from `r`.
+pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
     use crate::ir::{DetectLocal, Hints, NodePortAddresses, ServicePort};
     use std::net::Ipv6Addr;
 
-    let mut r = Rng::new(seed);
     let dual = r.chance(50);
     let v6 = |n: u32| {
         IpAddr::V6(Ipv6Addr::new(

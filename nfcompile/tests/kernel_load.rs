@@ -30,6 +30,55 @@ fn every_golden_script_loads_into_the_kernel() {
     eprintln!("kernel accepted {loaded} golden scripts (each loaded twice)");
 }
 
+/// The first fuzz target's promise that an accepted input never renders a script `nft -f`
+/// refuses, checked on its seed corpus: the scenarios plus inputs a fuzzing run produced
+/// (`fuzz/seeds/compile_input/fuzzed-*`, kept because they compile).
+#[test]
+fn fuzzed_inputs_that_compile_load_into_the_kernel() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("fuzzed_inputs_that_compile_load_into_the_kernel", &reason);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds/compile_input");
+    let ns = Netns::new("fuzzed");
+    let tmp = std::env::temp_dir().join(format!("nfc-fuzzed-{}.nft", std::process::id()));
+    let (mut loaded, mut fuzzed) = (0, 0);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let source = nfcompile::front::Source {
+            name: path.display().to_string(),
+            text,
+        };
+        for node in [None, Some("node-a")] {
+            if let Ok((ruleset, _)) =
+                nfcompile::compile_sources(std::slice::from_ref(&source), node)
+            {
+                std::fs::write(&tmp, nfcompile::emit::text::write_string(&ruleset)).unwrap();
+                if let Err(e) = ns.nft_load(&tmp) {
+                    panic!(
+                        "{} (node {node:?}) compiles but nft -f refuses it: {e}",
+                        path.display()
+                    );
+                }
+                loaded += 1;
+                fuzzed += usize::from(
+                    path.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with("fuzzed-"),
+                );
+            }
+        }
+    }
+    let _ = std::fs::remove_file(&tmp);
+    assert!(
+        loaded >= 12 && fuzzed > 0,
+        "only {loaded} scripts ({fuzzed} fuzzed) loaded"
+    );
+}
+
 #[test]
 fn a_replaced_ruleset_leaves_nothing_of_the_old_one() {
     if let Some(reason) = kernel_unavailable() {
