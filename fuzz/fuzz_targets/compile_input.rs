@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use nfcompile::front::Source;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let source = Source {
         name: "fuzz".into(),
         text: text.to_string(),
@@ -16,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
         if let Ok((ruleset, _)) = nfcompile::compile_sources(std::slice::from_ref(&source), node) {
             let script = nfcompile::emit::text::write_string(&ruleset);
             for line in script.lines() {
-                assert_eq!(line.matches('"').count() % 2, 0, "unbalanced quotes: {line}");
+                assert_eq!(
+                    line.matches('"').count() % 2,
+                    0,
+                    "unbalanced quotes: {line}"
+                );
             }
         }
     }

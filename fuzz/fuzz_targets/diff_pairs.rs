@@ -41,7 +41,9 @@ fuzz_target!(|data: &[u8]| {
                 _ => {
                     let s = &mut b.services[i];
                     s.external_traffic_policy = match s.external_traffic_policy {
-                        nfcompile::ir::TrafficPolicy::Cluster => nfcompile::ir::TrafficPolicy::Local,
+                        nfcompile::ir::TrafficPolicy::Cluster => {
+                            nfcompile::ir::TrafficPolicy::Local
+                        }
                         _ => nfcompile::ir::TrafficPolicy::Cluster,
                     };
                 }
@@ -56,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
     for (from, to) in [(&ma, &mb), (&mb, &ma)] {
         let tx = diff(from, to);
         let got = apply(from, &tx).unwrap_or_else(|e| panic!("transaction not applicable: {e}"));
-        assert!(canonical(&got) == canonical(to), "apply(a, diff(a, b)) != b");
+        assert!(
+            canonical(&got) == canonical(to),
+            "apply(a, diff(a, b)) != b"
+        );
     }
 });

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod reference;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
