@@ -49,20 +49,18 @@ fn target(addr: IpAddr, port: u16) -> String {
 /// Whether kube-proxy's local-traffic detector calls the source a pod; `None` when the
 /// detector cannot work (no CIDR of that family to compare with).
 fn from_pod(c: &Cluster, p: &Packet) -> Option<bool> {
-    let within = |nets: &[ipnetwork::IpNetwork]| {
-        let fam: Vec<_> = nets
-            .iter()
-            .filter(|n| same_family(&n.ip(), &p.src))
-            .collect();
-        (!fam.is_empty()).then(|| fam.iter().any(|n| n.contains(p.src)))
-    };
-    match &c.config.detect_local {
-        DetectLocal::ClusterCidr => within(&c.config.cluster_cidrs),
-        DetectLocal::NodeCidr => within(&c.node.pod_cidrs),
+    let nets = match &c.config.detect_local {
+        DetectLocal::ClusterCidr => &c.config.cluster_cidrs,
+        DetectLocal::NodeCidr => &c.node.pod_cidrs,
         DetectLocal::InterfaceNamePrefix(_) | DetectLocal::BridgeInterface(_) => {
-            Some(p.origin == Origin::Pod)
+            return Some(p.origin == Origin::Pod)
         }
-    }
+    };
+    let family: Vec<_> = nets
+        .iter()
+        .filter(|n| same_family(&n.ip(), &p.src))
+        .collect();
+    (!family.is_empty()).then(|| family.iter().any(|n| n.contains(p.src)))
 }
 
 /// The node's own addresses (`fib … type local`).
