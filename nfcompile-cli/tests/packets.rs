@@ -250,10 +250,14 @@ fn line_connect(ns: &Netns, ip: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn two_endpoint_cluster(endpoints: &[&str], affinity: bool) -> String {
+fn two_endpoint_cluster(endpoints: &[&str], affinity: bool, weights: &[u32]) -> String {
     let eps: Vec<String> = endpoints
         .iter()
-        .map(|a| format!("  - {{address: {a}, nodeName: router, ports: [{{port: 80}}]}}"))
+        .enumerate()
+        .map(|(i, a)| {
+            let w = weights.get(i).copied().unwrap_or(1);
+            format!("  - {{address: {a}, nodeName: router, weight: {w}, ports: [{{port: 80}}]}}")
+        })
         .collect();
     format!(
         "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
@@ -358,8 +362,17 @@ impl TwoPods {
     }
 
     fn apply(&self, endpoints: &[&str]) -> String {
+        self.apply_weighted(endpoints, &[])
+    }
+
+    /// `apply` with endpoint weights (missing ones are 1).
+    fn apply_weighted(&self, endpoints: &[&str], weights: &[u32]) -> String {
         let file = self.dir.join("cluster.yaml");
-        std::fs::write(&file, two_endpoint_cluster(endpoints, self.affinity)).unwrap();
+        std::fs::write(
+            &file,
+            two_endpoint_cluster(endpoints, self.affinity, weights),
+        )
+        .unwrap();
         let out = self.router.exec(&[
             env!("CARGO_BIN_EXE_nfcompile"),
             "apply",
@@ -467,4 +480,60 @@ fn session_affinity_moves_off_a_removed_endpoint() {
             "a new connection reached {answer}: the removed endpoint still had the client"
         );
     }
+}
+
+/// Opens `count` connections one after the other and prints how many each pod answered.
+const COUNTING_CLIENT: &str = r#"
+import collections, socket, sys
+seen = collections.Counter()
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    f = s.makefile("rw")
+    f.write("hello\n"); f.flush()
+    seen[f.readline().split(" ")[0]] += 1
+    s.close()
+print(seen["pod-a"], seen["pod-b"])
+"#;
+
+#[test]
+fn weights_one_to_three_split_new_connections_a_quarter_to_three_quarters() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "weights_one_to_three_split_new_connections_a_quarter_to_three_quarters",
+            &reason,
+        );
+    }
+    let t = TwoPods::new(false);
+    t.apply_weighted(&POD_ADDRS, &[1, 3]);
+    let out = t.client.exec(&[
+        "python3",
+        "-c",
+        COUNTING_CLIENT,
+        "192.168.10.100",
+        "80",
+        "400",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts: Vec<u32> = text
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(
+        counts.len(),
+        2,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(counts[0] + counts[1], 400, "every connection was answered");
+    // Binomial(400, 1/4): mean 100, standard deviation 8.7; ±40 is 4.6 sigma.
+    assert!(
+        (60..=140).contains(&counts[0]),
+        "pod-a (weight 1) got {} of 400, pod-b (weight 3) {}",
+        counts[0],
+        counts[1]
+    );
+    eprintln!(
+        "weights 1:3 → pod-a {} / pod-b {} of 400",
+        counts[0], counts[1]
+    );
 }

@@ -57,6 +57,7 @@ pub fn cluster(shape: Shape) -> Cluster {
                 serving: true,
                 terminating: false,
                 hints: None,
+                weight: 1,
                 ports: vec![EndpointPort {
                     name: "http".into(),
                     protocol: Protocol::Tcp,
@@ -262,6 +263,11 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
                     for_zones: vec![["zone-a", "zone-b"][r.below(2) as usize].to_string()],
                     for_nodes: vec![],
                 }),
+                weight: if r.chance(15) {
+                    1 + r.below(4) as u32
+                } else {
+                    1
+                },
                 ports: svc
                     .ports
                     .iter()

@@ -14,12 +14,16 @@ use crate::error::{FieldError, InputError, Invalid};
 use crate::ir::{
     Cluster, DetectLocal, Endpoint, EndpointOrigin, EndpointPort, Family, Hints, Node,
     NodePortAddresses, Origin, Protocol, ProxyConfig, Service, ServicePort, TrafficPolicy,
-    DEFAULT_AFFINITY_TIMEOUT,
+    DEFAULT_AFFINITY_TIMEOUT, MAX_WEIGHT,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
+/// Per-endpoint weights on an EndpointSlice: `"10.0.0.1=1, 10.0.0.2=3"` (unlisted: 1).
+pub const WEIGHTS_ANNOTATION: &str = "nfcompile.io/weights";
+const WEIGHTS_FIELD: &str = "metadata.annotations[nfcompile.io/weights]";
 
 /// The fields of `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration` that shape rules.
 /// Not in `k8s-openapi` (it is a component config, not an API object).
@@ -126,6 +130,47 @@ impl Converter {
                 None
             }
         }
+    }
+
+    /// The slice's `nfcompile.io/weights` annotation, address → weight.
+    fn weights(&mut self, object: &str, meta: &ObjectMeta) -> BTreeMap<IpAddr, u32> {
+        let mut out = BTreeMap::new();
+        let Some(text) = meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(WEIGHTS_ANNOTATION))
+        else {
+            return out;
+        };
+        for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let Some((addr, weight)) = entry.split_once('=') else {
+                self.err(
+                    object,
+                    WEIGHTS_FIELD,
+                    format!("{entry:?} is not ADDRESS=WEIGHT"),
+                );
+                continue;
+            };
+            let Some(addr) = self.ip(object, WEIGHTS_FIELD, addr) else {
+                continue;
+            };
+            match weight.trim().parse::<u32>() {
+                Ok(w) if (1..=MAX_WEIGHT).contains(&w) => {
+                    if out.insert(addr, w).is_some() {
+                        self.err(object, WEIGHTS_FIELD, format!("{addr} is listed twice"));
+                    }
+                }
+                _ => self.err(
+                    object,
+                    WEIGHTS_FIELD,
+                    format!(
+                        "weight {:?} of {addr} is not a whole number from 1 to {MAX_WEIGHT}",
+                        weight.trim()
+                    ),
+                ),
+            }
+        }
+        out
     }
 
     fn cidr(&mut self, object: &str, field: &str, text: &str) -> Option<IpNetwork> {
@@ -534,6 +579,7 @@ impl Converter {
                 port,
             });
         }
+        let mut weights = self.weights(&object, &slice.metadata);
         for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
             let Some(text) = ep.addresses.first() else {
                 continue;
@@ -573,12 +619,20 @@ impl Converter {
                 serving: cond.serving.unwrap_or(ready),
                 terminating: cond.terminating.unwrap_or(false),
                 hints,
+                weight: weights.remove(&address).unwrap_or(1),
                 ports: ports.clone(),
             });
             svc.endpoint_origins.push(EndpointOrigin {
                 slice: name.clone(),
                 index: i,
             });
+        }
+        for address in weights.keys() {
+            self.err(
+                &object,
+                WEIGHTS_FIELD,
+                format!("names {address}, which is not an endpoint of this slice"),
+            );
         }
     }
 }

@@ -188,6 +188,7 @@ impl ServiceBuilder {
             serving: true,
             terminating: false,
             hints: None,
+            weight: 1,
             ports,
         });
         self

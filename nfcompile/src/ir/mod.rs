@@ -200,6 +200,10 @@ pub struct Endpoint {
     pub terminating: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hints: Option<Hints>,
+    /// Share of new connections relative to the service's other endpoints (1–256; 1:3 sends
+    /// a quarter to the first). From the `nfcompile.io/weights` EndpointSlice annotation.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub weight: u32,
     /// Target ports, matched to service ports by name and protocol.
     pub ports: Vec<EndpointPort>,
 }
@@ -207,6 +211,17 @@ pub struct Endpoint {
 fn yes() -> bool {
     true
 }
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(w: &u32) -> bool {
+    *w == 1
+}
+
+/// The largest endpoint weight: a list's weights fill at most `MAX_ENDPOINTS` slots.
+pub const MAX_WEIGHT: u32 = 256;
 
 /// Topology hints set by the EndpointSlice controller.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

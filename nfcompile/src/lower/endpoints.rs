@@ -12,6 +12,8 @@ pub struct Target {
     pub addr: IpAddr,
     pub port: u16,
     pub local: bool,
+    /// Slots per copy of the list (see [`super::slots`]).
+    pub weight: u32,
 }
 
 /// The endpoint lists of one service port in one family, seen from one node.
@@ -46,6 +48,7 @@ pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) ->
                 addr: ep.address,
                 port: u16::try_from(target_port).ok()?,
                 local: ep.node_name.as_deref() == Some(node.name.as_str()),
+                weight: ep.weight,
             };
             Some(Candidate {
                 endpoint: ep,
@@ -161,6 +164,7 @@ mod tests {
             serving,
             terminating,
             hints: None,
+            weight: 1,
             ports: vec![EndpointPort {
                 name: "http".into(),
                 protocol: Protocol::Tcp,

@@ -178,24 +178,39 @@ pub const MIN_SLOT_CAPACITY: u32 = 8;
 /// probability ≥ 1/2, so the fallback is taken at most 2⁻²⁰ of the time.
 pub const SELECTION_DRAWS: usize = 20;
 
-/// The capacity class of a list of `len` endpoints: a power of two, at least
-/// [`MIN_SLOT_CAPACITY`]. Only crossing a class re-points a dispatch element.
-pub fn slot_capacity(len: usize) -> u32 {
-    (len.next_power_of_two() as u32).max(MIN_SLOT_CAPACITY)
+/// The capacity class of a list whose weights add up to `total` (its length when every
+/// weight is 1): a power of two, at least [`MIN_SLOT_CAPACITY`]. Only crossing a class
+/// re-points a dispatch element.
+pub fn slot_capacity(total: usize) -> u32 {
+    (total.next_power_of_two() as u32).max(MIN_SLOT_CAPACITY)
 }
 
-/// Slots of a list of `len` endpoints within its capacity: endpoint `i` holds slots
-/// `i, i + len, i + 2·len, …`, repeated until at least half of the capacity is filled, so a
-/// random draw over the capacity hits an endpoint with probability ≥ 1/2 and every endpoint
-/// equally often. Slot 0 is always filled.
-pub fn slots(len: usize) -> impl Iterator<Item = (u32, usize)> {
-    let capacity = slot_capacity(len) as usize;
-    let copies = if len == 0 {
+/// Slots of a list of endpoints with these weights, within its capacity: one copy of the list
+/// gives endpoint `i` `weights[i]` consecutive slots, and copies repeat until at least half of
+/// the capacity is filled — so a random draw over the capacity hits an endpoint with
+/// probability ≥ 1/2, and each endpoint in proportion to its weight (equal weights: endpoint
+/// `i` holds `i, i + n, i + 2n, …`). Slot 0 is always filled. Yields (slot, endpoint index).
+pub fn slots(weights: &[u32]) -> impl Iterator<Item = (u32, usize)> + '_ {
+    let total: usize = weights.iter().map(|w| *w as usize).sum();
+    let capacity = slot_capacity(total) as usize;
+    let copies = if total == 0 {
         0
     } else {
-        (capacity / 2).div_ceil(len).max(1)
+        (capacity / 2).div_ceil(total).max(1)
     };
-    (0..copies * len).map(move |slot| (slot as u32, slot % len.max(1)))
+    let one_copy = weights
+        .iter()
+        .enumerate()
+        .flat_map(|(i, w)| std::iter::repeat_n(i, *w as usize));
+    one_copy
+        .cycle()
+        .take(copies * total)
+        .enumerate()
+        .map(|(slot, i)| (slot as u32, i))
+}
+
+fn weights(targets: &[Target]) -> Vec<u32> {
+    targets.iter().map(|t| t.weight).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -590,7 +605,7 @@ impl<'a> FamilyLowering<'a> {
             } else {
                 (0, &targets.cluster)
             };
-            for (slot, i) in slots(list.len()) {
+            for (slot, i) in slots(&weights(list)) {
                 let mut k = key.to_vec();
                 k.push(Value::Integer(offset + slot));
                 map.push(element(k, Some(target_data(&list[i])), None));
@@ -1276,11 +1291,12 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
         .iter()
         .filter(|s| s.cluster_ips.iter().any(|ip| Family::of(ip) == family))
         .map(|s| {
-            let endpoints = s
+            let weights: Vec<u32> = s
                 .endpoints
                 .iter()
                 .filter(|e| Family::of(&e.address) == family)
-                .count();
+                .map(|e| e.weight)
+                .collect();
             let frontends = match keyed {
                 Keyed::Addr => {
                     let external = s
@@ -1293,7 +1309,7 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
                 }
                 Keyed::NodePort => s.ports.iter().filter(|p| p.node_port.is_some()).count(),
             };
-            frontends * slots(endpoints).count()
+            frontends * slots(&weights).count()
         })
         .sum()
 }
@@ -1306,7 +1322,7 @@ fn affinity_chain_name(timeout: u32) -> String {
 fn list(targets: &[Target], local: bool) -> List {
     List {
         local,
-        capacity: slot_capacity(targets.len()),
+        capacity: slot_capacity(targets.iter().map(|t| t.weight as usize).sum()),
     }
 }
 

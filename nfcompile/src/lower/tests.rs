@@ -222,10 +222,41 @@ fn affinity_applies_to_a_single_endpoint_too() {
 }
 
 #[test]
+fn weighted_slots_are_proportional_dense_and_half_full() {
+    let mut r = crate::synth::Rng::new(7);
+    for case in 0..300 {
+        let n = 1 + r.below(12) as usize;
+        let weights: Vec<u32> = (0..n).map(|_| 1 + r.below(20) as u32).collect();
+        let total: usize = weights.iter().map(|w| *w as usize).sum();
+        let capacity = slot_capacity(total) as usize;
+        let slots: Vec<(u32, usize)> = slots(&weights).collect();
+        assert!(
+            slots.len() * 2 >= capacity && slots.len() <= capacity,
+            "{case}: {weights:?}"
+        );
+        assert!(slots.iter().enumerate().all(|(i, (s, _))| *s as usize == i));
+        let mut per = vec![0u32; n];
+        for (_, e) in &slots {
+            per[*e] += 1;
+        }
+        // Every endpoint holds the same number of copies of its weight.
+        let copies = per[0] / weights[0];
+        assert!(copies >= 1);
+        assert!(
+            per.iter().zip(&weights).all(|(p, w)| *p == copies * w),
+            "{case}: {weights:?} → {per:?}"
+        );
+    }
+    // 1:3 — a quarter of the slots for the first endpoint.
+    let s: Vec<usize> = slots(&[1, 3]).map(|(_, e)| e).collect();
+    assert_eq!(s, [0, 1, 1, 1]);
+}
+
+#[test]
 fn slots_fill_half_the_capacity_evenly() {
     for len in 1..=100 {
         let capacity = slot_capacity(len) as usize;
-        let slots: Vec<(u32, usize)> = slots(len).collect();
+        let slots: Vec<(u32, usize)> = slots(&vec![1; len]).collect();
         assert!(
             slots.len() * 2 >= capacity && slots.len() <= capacity,
             "{len}"

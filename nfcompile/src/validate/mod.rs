@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::error::{FieldError, Invalid};
-use crate::ir::{Cluster, DetectLocal, Family, Origin, Protocol, Service};
+use crate::ir::{Cluster, DetectLocal, Family, Origin, Protocol, Service, MAX_WEIGHT};
 
 pub use names::{is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_port_name};
 
@@ -426,7 +426,21 @@ impl Validator<'_> {
                     format!("{} cannot be an endpoint address", ep.address),
                 );
             }
-            per_family[family as usize] += 1;
+            // A list fills one slot per unit of weight: the budget is in weight, not endpoints.
+            per_family[family as usize] += ep.weight as usize;
+            if !(1..=MAX_WEIGHT).contains(&ep.weight) {
+                let (object, prefix) = locate(i);
+                let field = if kube {
+                    "metadata.annotations[nfcompile.io/weights]".to_string()
+                } else {
+                    format!("{prefix}.weight")
+                };
+                self.err(
+                    object,
+                    field,
+                    format!("{} is not from 1 to {MAX_WEIGHT}", ep.weight),
+                );
+            }
             if let Some(node) = &ep.node_name {
                 if !is_dns1123_subdomain(node) {
                     let (object, prefix) = locate(i);
@@ -467,7 +481,7 @@ impl Validator<'_> {
                     service_object.to_string(),
                     "endpoints",
                     format!(
-                        "has {count} {family} endpoints; at most {MAX_ENDPOINTS} are supported"
+                        "has {count} {family} endpoint slots (endpoints × weight); at most {MAX_ENDPOINTS} are supported"
                     ),
                 );
             }
