@@ -203,9 +203,17 @@ fn vip_workshop(loader: Loader) {
     );
 }
 
-/// A line-echo server: every line a client sends is answered with `NAME saw CLIENT`.
+/// A line-echo server: every line a client sends is answered with `NAME saw CLIENT`; every
+/// UDP datagram to the same port too.
 const LINE_SERVER: &str = r#"
 import socket, sys, threading
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("0.0.0.0", int(sys.argv[1])))
+    while True:
+        d, a = u.recvfrom(512)
+        u.sendto((sys.argv[2] + " saw " + a[0] + "\n").encode(), a)
+threading.Thread(target=udp, daemon=True).start()
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", int(sys.argv[1])))
@@ -256,13 +264,13 @@ fn two_endpoint_cluster(endpoints: &[&str], affinity: bool, weights: &[u32]) -> 
         .enumerate()
         .map(|(i, a)| {
             let w = weights.get(i).copied().unwrap_or(1);
-            format!("  - {{address: {a}, nodeName: router, weight: {w}, ports: [{{port: 80}}]}}")
+            format!("  - {{address: {a}, nodeName: router, weight: {w}, ports: [{{name: tcp, port: 80}}, {{name: udp, protocol: UDP, port: 80}}]}}")
         })
         .collect();
     format!(
         "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
          config: {{clusterCIDRs: [192.168.20.0/24]}}\nservices:\n- namespace: default\n  name: web\n  clusterIPs: [10.96.0.100]\n  \
-         loadBalancerIPs: [192.168.10.100]\n  ports: [{{port: 80}}]\n{}  endpoints:\n{}\n",
+         loadBalancerIPs: [192.168.10.100]\n  ports: [{{name: tcp, port: 80}}, {{name: udp, protocol: UDP, port: 80}}]\n{}  endpoints:\n{}\n",
         if affinity { "  sessionAffinityTimeout: 600\n" } else { "" },
         eps.join("\n")
     )
@@ -535,5 +543,75 @@ fn weights_one_to_three_split_new_connections_a_quarter_to_three_quarters() {
     eprintln!(
         "weights 1:3 → pod-a {} / pod-b {} of 400",
         counts[0], counts[1]
+    );
+}
+
+/// Sends a datagram every 50 ms from one socket (one conntrack flow) and prints each answer;
+/// after `first` answers it waits for a line on stdin, then prints `then` more.
+const STEADY_UDP_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+def answers(n):
+    for _ in range(n):
+        s.send(b"ping")
+        try:
+            print(s.recv(512).decode().strip(), flush=True)
+        except socket.timeout:
+            print("TIMEOUT", flush=True)
+        time.sleep(0.05)
+answers(int(sys.argv[3]))
+sys.stdin.readline()
+answers(int(sys.argv[4]))
+"#;
+
+#[test]
+fn a_udp_flow_moves_off_a_removed_endpoint() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(reason) = kernel_unavailable() {
+        return skip("a_udp_flow_moves_off_a_removed_endpoint", &reason);
+    }
+    let t = TwoPods::new(false);
+    t.apply(&POD_ADDRS);
+    let mut client = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.client.name,
+            "timeout",
+            "60",
+            "python3",
+            "-c",
+        ])
+        .args([STEADY_UDP_CLIENT, "192.168.10.100", "80", "5", "10"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    let first: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
+    // One flow: every datagram went to the same pod.
+    assert!(first.iter().all(|l| *l == first[0]), "{first:?}");
+    let pinned = if first[0].starts_with("pod-a") { 0 } else { 1 };
+    assert!(
+        first[0].starts_with(["pod-a", "pod-b"][pinned]),
+        "{first:?}"
+    );
+    // Remove the endpoint this flow uses (its pod keeps answering): the flow's conntrack entry
+    // goes with it and the next datagram is balanced again — to the only endpoint left.
+    let other = 1 - pinned;
+    let out = t.apply(&[POD_ADDRS[other]]);
+    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let then: Vec<String> = (0..10).map(|_| lines.next().unwrap().unwrap()).collect();
+    client.wait().unwrap();
+    assert!(
+        then.iter()
+            .all(|l| l.starts_with(["pod-a", "pod-b"][other])),
+        "after the removal the flow still reached the old endpoint: {then:?}"
+    );
+    assert!(
+        out.contains("conntrack: 1 UDP flows to removed endpoints deleted"),
+        "{out}"
     );
 }

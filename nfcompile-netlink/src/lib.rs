@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod bytecode;
+pub mod conntrack;
 pub mod decode;
 pub mod encode;
 pub mod readback;

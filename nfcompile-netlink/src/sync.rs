@@ -37,7 +37,7 @@
 use std::time::{Duration, Instant};
 
 use nfcompile::diff::{diff, Transaction};
-use nfcompile::incremental::{stale_in, Change, Incremental, StaleAffinity};
+use nfcompile::incremental::{stale_in, Change, Incremental, Leftover, StaleEndpoint};
 use nfcompile::ir::Cluster;
 use nfcompile::model::{Element, Ruleset};
 
@@ -54,6 +54,8 @@ pub enum SyncError {
     Compile(#[from] nfcompile::CompileError),
     #[error("update() needs a cluster: call sync_cluster() first")]
     NoCluster,
+    #[error("deleting UDP conntrack entries of removed endpoints: {0}")]
+    Conntrack(std::io::Error),
 }
 
 /// What one sync or drift check did.
@@ -72,6 +74,9 @@ pub struct SyncReport {
     /// Session-affinity entries deleted because their endpoint left the frontend (the
     /// affinity map is read only when such an endpoint had affinity).
     pub affinity_cleared: usize,
+    /// UDP conntrack entries deleted because their endpoint left the frontend (a UDP client
+    /// that keeps sending would otherwise stay with it).
+    pub udp_flows_cleared: usize,
     pub elapsed: Duration,
 }
 
@@ -142,12 +147,13 @@ impl Syncer {
                 let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
-                let stale = inc.stale_affinity(&tx);
+                let stale = inc.stale(&tx, Leftover::AffinityEntries);
                 if !stale.is_empty() {
                     let reader = reader(&mut self.reader)?;
                     report.affinity_cleared =
                         clear_affinity(connection, reader, inc.shells(), &stale)?;
                 }
+                report.udp_flows_cleared = clear_udp(&inc.stale(&tx, Leftover::UdpFlows))?;
                 report.elapsed = start.elapsed();
                 Ok(report)
             }
@@ -179,11 +185,12 @@ impl Syncer {
             start,
         )?;
         self.trusted = true;
-        let stale = stale_in(&tx, desired);
+        let stale = stale_in(&tx, desired, Leftover::AffinityEntries);
         if !stale.is_empty() {
             let reader = reader(&mut self.reader)?;
             report.affinity_cleared = clear_affinity(connection, reader, desired, &stale)?;
         }
+        report.udp_flows_cleared = clear_udp(&stale_in(&tx, desired, Leftover::UdpFlows))?;
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -238,11 +245,11 @@ pub fn clear_affinity(
     connection: &Connection,
     reader: &mut SetReader,
     tables: &Ruleset,
-    stale: &[StaleAffinity],
+    stale: &[StaleEndpoint],
 ) -> Result<usize, SyncError> {
     let mut cleared = 0;
     for table in &tables.tables {
-        let mine: Vec<&StaleAffinity> = stale.iter().filter(|s| s.family == table.family).collect();
+        let mine: Vec<&StaleEndpoint> = stale.iter().filter(|s| s.family == table.family).collect();
         let Some(set) = table.set(nfcompile::lower::names::AFFINITY) else {
             continue;
         };
@@ -262,6 +269,11 @@ pub fn clear_affinity(
     Ok(cleared)
 }
 
+/// UDP conntrack entries of removed endpoints (see [`crate::conntrack`]); how many.
+fn clear_udp(stale: &[StaleEndpoint]) -> Result<usize, SyncError> {
+    crate::conntrack::delete_udp_flows(stale).map_err(SyncError::Conntrack)
+}
+
 fn commit(
     connection: &Connection,
     tx: &Transaction,
@@ -278,6 +290,7 @@ fn commit(
         read_back,
         incremental: false,
         affinity_cleared: 0,
+        udp_flows_cleared: 0,
         elapsed: start.elapsed(),
     })
 }

@@ -18,7 +18,7 @@
 //! hairpin addresses (an address may be local to several services). Both are harmless to
 //! packets; [`Incremental::expected`] includes them, and a full sync removes them.
 
-mod affinity;
+mod stale;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -29,7 +29,7 @@ use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
-pub use affinity::{stale_in, StaleAffinity};
+pub use stale::{stale_in, Leftover, StaleEndpoint};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -214,15 +214,16 @@ impl Incremental {
 
     /// Session-affinity entries `tx` (the last [`Incremental::update`]) leaves pointing at
     /// endpoints their frontend no longer has; delete them after committing `tx`.
-    pub fn stale_affinity(&self, tx: &Transaction) -> Vec<StaleAffinity> {
+    pub fn stale(&self, tx: &Transaction, what: Leftover) -> Vec<StaleEndpoint> {
         let get = |family: Family, set: &str, key: &[crate::model::Value]| {
             self.tables
                 .get(&family)
                 .and_then(|st| st.elements.get(set))
                 .and_then(|els| els.get(key))
         };
-        affinity::stale(
+        stale::stale(
             tx,
+            what,
             |family, set, key| match get(family, set, key)?.data.as_ref()? {
                 crate::model::ElementData::Values(v) => Some(v.clone()),
                 _ => None,

@@ -205,7 +205,7 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
         .build();
     let mut inc = Incremental::new(cluster.clone(), compile(&cluster));
     let endpoint = |a: &str| vec![Value::Addr(ip(a)), Value::Port(8080)];
-    let pairs = |stale: Vec<StaleAffinity>| {
+    let pairs = |stale: Vec<StaleEndpoint>| {
         let mut v: Vec<(usize, Vec<Value>)> = stale
             .into_iter()
             .map(|s| (s.frontend.len(), s.endpoint))
@@ -217,22 +217,25 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
     // One endpoint fewer: its entries at the cluster IP and at the node port.
     let tx = inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
     let want = vec![(2, endpoint("10.244.1.3")), (3, endpoint("10.244.1.3"))];
-    assert_eq!(pairs(inc.stale_affinity(&tx)), want);
-    assert_eq!(pairs(stale_in(&tx, &inc.expected())), want);
+    assert_eq!(pairs(inc.stale(&tx, Leftover::AffinityEntries)), want);
+    assert_eq!(
+        pairs(stale_in(&tx, &inc.expected(), Leftover::AffinityEntries)),
+        want
+    );
 
     // One more, and endpoints of a service without affinity: nothing.
     let tx = inc.update(&[Change::Upsert(svc(&three))]).unwrap();
-    assert!(inc.stale_affinity(&tx).is_empty());
+    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
     let mut fewer = plain.clone();
     fewer.endpoints.pop();
     let tx = inc.update(&[Change::Upsert(fewer)]).unwrap();
-    assert!(inc.stale_affinity(&tx).is_empty());
+    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
 
     // Scaling 2 → 1 rewrites slots of the survivor too; only the one that left is stale.
     inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
     let tx = inc.update(&[Change::Upsert(svc(&three[..1]))]).unwrap();
     assert_eq!(
-        pairs(inc.stale_affinity(&tx)),
+        pairs(inc.stale(&tx, Leftover::AffinityEntries)),
         vec![(2, endpoint("10.244.1.2")), (3, endpoint("10.244.1.2"))]
     );
 
@@ -244,12 +247,12 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
         }])
         .unwrap();
     assert_eq!(
-        pairs(inc.stale_affinity(&tx)),
+        pairs(inc.stale(&tx, Leftover::AffinityEntries)),
         vec![(2, endpoint("10.244.1.1")), (3, endpoint("10.244.1.1"))]
     );
 
     // What an entry looks like in the kernel's map: client . frontend : endpoint.
-    let s = StaleAffinity {
+    let s = StaleEndpoint {
         family: Family::Ipv4,
         frontend: vec![Value::Proto(Protocol::Tcp), Value::Port(30080)],
         endpoint: endpoint("10.244.1.1"),
@@ -266,4 +269,45 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
     };
     assert!(s.matches(&entry("192.168.0.1", "10.244.1.1")));
     assert!(!s.matches(&entry("192.168.0.1", "10.244.1.2")));
+}
+
+#[test]
+fn udp_flows_of_a_removed_endpoint_are_stale_and_only_for_udp() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::Protocol;
+    use crate::model::Value;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let svc = |name: &str, vip: &str, proto: Protocol, eps: &[&str]| {
+        let mut b = ServiceBuilder::new("d", name, ip(vip)).port("p", proto, 53);
+        for e in eps {
+            b = b.endpoint(ip(e), Some("n2"), &[("p", 5353)]);
+        }
+        b.build()
+    };
+    let dns = ["10.244.1.1", "10.244.1.2"];
+    let tcp = ["10.244.2.1", "10.244.2.2"];
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
+        .service(svc("dns", "10.96.0.10", Protocol::Udp, &dns))
+        .service(svc("web", "10.96.0.11", Protocol::Tcp, &tcp))
+        .build();
+    let mut inc = Incremental::new(cluster.clone(), compile(&cluster));
+    let tx = inc
+        .update(&[
+            Change::Upsert(svc("dns", "10.96.0.10", Protocol::Udp, &dns[..1])),
+            Change::Upsert(svc("web", "10.96.0.11", Protocol::Tcp, &tcp[..1])),
+        ])
+        .unwrap();
+    let want = vec![StaleEndpoint {
+        family: Family::Ipv4,
+        frontend: vec![
+            Value::Addr(ip("10.96.0.10")),
+            Value::Proto(Protocol::Udp),
+            Value::Port(53),
+        ],
+        endpoint: vec![Value::Addr(ip("10.244.1.2")), Value::Port(5353)],
+    }];
+    assert_eq!(inc.stale(&tx, Leftover::UdpFlows), want);
+    assert_eq!(stale_in(&tx, &inc.expected(), Leftover::UdpFlows), want);
+    // Neither service has affinity.
+    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
 }

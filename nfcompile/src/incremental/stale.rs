@@ -1,19 +1,32 @@
-//! Session-affinity entries that outlive their endpoint.
+//! State that packets create and that outlives an endpoint leaving its frontend.
 //!
-//! Packets fill the affinity map (client . frontend → endpoint); no transaction does. When an
-//! endpoint leaves a frontend, its entries would keep sending those clients to it until they
-//! time out (hours), so after such a commit the backend reads the map and deletes them, as
-//! kube-proxy's per-endpoint affinity sets go with their endpoint chains.
+//! No transaction touches it, so after a commit that removes an endpoint the backend deletes
+//! it itself:
+//! - session-affinity entries (client . frontend → endpoint) would keep sending clients to the
+//!   endpoint until they time out (hours) — as kube-proxy's per-endpoint affinity sets go with
+//!   their endpoint chains;
+//! - UDP conntrack entries keep a "connection" DNATed to the endpoint for as long as the client
+//!   keeps sending (kube-proxy deletes them too: UDP has no end of connection).
 
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::diff::{Op, Transaction};
+use crate::ir::Protocol;
 use crate::lower::{names, LOCAL_SLOT_OFFSET};
 use crate::model::{Element, ElementData, Family, Ruleset, Value};
 
-/// Affinity entries of one frontend that point at an endpoint it no longer has.
+/// Which packet-made state to look for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftover {
+    /// Entries of the session-affinity map (frontends with affinity only).
+    AffinityEntries,
+    /// UDP conntrack entries (UDP frontends only).
+    UdpFlows,
+}
+
+/// One frontend that no longer has an endpoint, whose packet-made state must go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct StaleAffinity {
+pub struct StaleEndpoint {
     pub family: Family,
     /// `address . protocol . port`, or `protocol . port` for a node port (any node address).
     pub frontend: Vec<Value>,
@@ -21,7 +34,7 @@ pub struct StaleAffinity {
     pub endpoint: Vec<Value>,
 }
 
-impl StaleAffinity {
+impl StaleEndpoint {
     /// Whether `entry` of the affinity map (`client . address . protocol . port : endpoint`)
     /// is one of these.
     pub fn matches(&self, entry: &Element) -> bool {
@@ -40,14 +53,16 @@ fn is_endpoint_map(set: &str) -> bool {
 }
 
 /// Stale (frontend, endpoint) pairs after `tx`: endpoint-map elements it deletes whose frontend
-/// has affinity and holds that endpoint in no slot any more. `slot` looks an element up in the
+/// holds that endpoint in no slot any more and can have the `what` state (affinity: the
+/// frontend has affinity; UDP flows: it is a UDP frontend). `slot` looks an element up in the
 /// state after the commit (endpoint map, key); `has_affinity` says whether a frontend key has
 /// an affinity element after the commit.
 pub(crate) fn stale(
     tx: &Transaction,
+    what: Leftover,
     slot: impl Fn(Family, &str, &[Value]) -> Option<Vec<Value>>,
     has_affinity: impl Fn(Family, &[Value]) -> bool,
-) -> Vec<StaleAffinity> {
+) -> Vec<StaleEndpoint> {
     // Frontends whose affinity element this transaction deletes had affinity too.
     let mut dropped: FxHashSet<(Family, &[Value])> = FxHashSet::default();
     for op in &tx.ops {
@@ -62,7 +77,7 @@ pub(crate) fn stale(
             }
         }
     }
-    let mut out: Vec<StaleAffinity> = Vec::new();
+    let mut out: Vec<StaleEndpoint> = Vec::new();
     for op in &tx.ops {
         let Op::DeleteElements {
             table,
@@ -82,7 +97,13 @@ pub(crate) fn stale(
             else {
                 continue;
             };
-            if !(has_affinity(family, frontend) || dropped.contains(&(family, frontend))) {
+            let wanted = match what {
+                Leftover::AffinityEntries => {
+                    has_affinity(family, frontend) || dropped.contains(&(family, frontend))
+                }
+                Leftover::UdpFlows => frontend.contains(&Value::Proto(Protocol::Udp)),
+            };
+            if !wanted {
                 continue;
             }
             // Slots are filled densely from each list's first slot.
@@ -95,7 +116,7 @@ pub(crate) fn stale(
                     })
                     .any(|to| to == *endpoint)
             });
-            let pair = StaleAffinity {
+            let pair = StaleEndpoint {
                 family,
                 frontend: frontend.to_vec(),
                 endpoint: endpoint.clone(),
@@ -109,7 +130,7 @@ pub(crate) fn stale(
 }
 
 /// [`stale`] against a whole desired ruleset, for callers that diffed whole models.
-pub fn stale_in(tx: &Transaction, desired: &Ruleset) -> Vec<StaleAffinity> {
+pub fn stale_in(tx: &Transaction, desired: &Ruleset, what: Leftover) -> Vec<StaleEndpoint> {
     let touched: FxHashSet<(Family, &str)> = tx
         .ops
         .iter()
@@ -145,6 +166,7 @@ pub fn stale_in(tx: &Transaction, desired: &Ruleset) -> Vec<StaleAffinity> {
     }
     stale(
         tx,
+        what,
         |f, set, key| {
             maps.get(&(f, set))
                 .and_then(|m| m.get(key))
