@@ -258,7 +258,20 @@ fn line_connect(ns: &Netns, ip: &str, port: u16) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn two_endpoint_cluster(endpoints: &[&str], affinity: bool, weights: &[u32]) -> String {
+fn two_endpoint_cluster(
+    endpoints: &[&str],
+    affinity: bool,
+    weights: &[u32],
+    round_robin: bool,
+) -> String {
+    let options = [
+        (affinity, "  sessionAffinityTimeout: 600\n"),
+        (round_robin, "  loadBalancing: roundRobin\n"),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .map(|(_, line)| *line)
+    .collect::<String>();
     let eps: Vec<String> = endpoints
         .iter()
         .enumerate()
@@ -271,7 +284,7 @@ fn two_endpoint_cluster(endpoints: &[&str], affinity: bool, weights: &[u32]) -> 
         "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
          config: {{clusterCIDRs: [192.168.20.0/24]}}\nservices:\n- namespace: default\n  name: web\n  clusterIPs: [10.96.0.100]\n  \
          loadBalancerIPs: [192.168.10.100]\n  ports: [{{name: tcp, port: 80}}, {{name: udp, protocol: UDP, port: 80}}]\n{}  endpoints:\n{}\n",
-        if affinity { "  sessionAffinityTimeout: 600\n" } else { "" },
+        options,
         eps.join("\n")
     )
 }
@@ -375,10 +388,14 @@ impl TwoPods {
 
     /// `apply` with endpoint weights (missing ones are 1).
     fn apply_weighted(&self, endpoints: &[&str], weights: &[u32]) -> String {
+        self.apply_with(endpoints, weights, false)
+    }
+
+    fn apply_with(&self, endpoints: &[&str], weights: &[u32], round_robin: bool) -> String {
         let file = self.dir.join("cluster.yaml");
         std::fs::write(
             &file,
-            two_endpoint_cluster(endpoints, self.affinity, weights),
+            two_endpoint_cluster(endpoints, self.affinity, weights, round_robin),
         )
         .unwrap();
         let out = self.router.exec(&[
@@ -614,4 +631,45 @@ fn a_udp_flow_moves_off_a_removed_endpoint() {
         out.contains("conntrack: 1 UDP flows to removed endpoints deleted"),
         "{out}"
     );
+}
+
+/// Opens `count` connections one after the other and prints who answered each, in order.
+const SEQUENCE_CLIENT: &str = r#"
+import socket, sys
+out = []
+for _ in range(int(sys.argv[3])):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+    f = s.makefile("rw")
+    f.write("hello\n"); f.flush()
+    out.append(f.readline().split(" ")[0])
+    s.close()
+print(" ".join(out))
+"#;
+
+#[test]
+fn round_robin_takes_endpoints_in_turn() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("round_robin_takes_endpoints_in_turn", &reason);
+    }
+    let t = TwoPods::new(false);
+    t.apply_with(&POD_ADDRS, &[], true);
+    let out = t.client.exec(&[
+        "python3",
+        "-c",
+        SEQUENCE_CLIENT,
+        "192.168.10.100",
+        "80",
+        "12",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let seq: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(
+        seq.len(),
+        12,
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Strict turns: no pod twice in a row, so six each.
+    assert!(seq.windows(2).all(|w| w[0] != w[1]), "not in turn: {seq:?}");
+    assert_eq!(seq.iter().filter(|p| **p == "pod-a").count(), 6, "{seq:?}");
 }

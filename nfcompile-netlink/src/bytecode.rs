@@ -23,6 +23,7 @@ pub mod k {
     pub const NFT_JUMP: i32 = -3;
     pub const NFT_GOTO: i32 = -4;
     pub const NFT_RETURN: i32 = -5;
+    pub const NFT_NG_INCREMENTAL: u32 = 0;
     pub const NFT_NG_RANDOM: u32 = 1;
     pub const NFT_NAT_DNAT: u32 = 1;
     pub const NFPROTO_IPV4: u32 = 2;
@@ -90,6 +91,8 @@ pub enum Insn {
     },
     Numgen {
         dreg: u32,
+        /// `NFT_NG_RANDOM` or `NFT_NG_INCREMENTAL`.
+        kind: u32,
         modulus: u32,
         offset: u32,
     },
@@ -153,7 +156,7 @@ pub fn expr_len(e: &Expr) -> u32 {
         Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => addr_len(*f),
         Expr::L4Proto => 1,
         Expr::Dport | Expr::CtOriginalDport => 2,
-        Expr::NumgenRandom { .. } => 4,
+        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => 4,
     }
 }
 
@@ -208,6 +211,13 @@ fn load(out: &mut Vec<Insn>, e: &Expr, dreg: u32) {
         },
         Expr::NumgenRandom { modulus, offset } => Insn::Numgen {
             dreg,
+            kind: k::NFT_NG_RANDOM,
+            modulus,
+            offset,
+        },
+        Expr::NumgenInc { modulus, offset } => Insn::Numgen {
+            dreg,
+            kind: k::NFT_NG_INCREMENTAL,
             modulus,
             offset,
         },

@@ -148,16 +148,17 @@ pub fn decode_rule(
             }
             Insn::Numgen {
                 dreg,
+                kind,
                 modulus,
                 offset,
             } => {
-                regs.insert(
-                    word_of(*dreg)?,
-                    Held::Expr(Expr::NumgenRandom {
-                        modulus: *modulus,
-                        offset: *offset,
-                    }),
-                );
+                let (modulus, offset) = (*modulus, *offset);
+                let expr = match *kind {
+                    k::NFT_NG_RANDOM => Expr::NumgenRandom { modulus, offset },
+                    k::NFT_NG_INCREMENTAL => Expr::NumgenInc { modulus, offset },
+                    other => return err(format!("unexpected numgen type {other}")),
+                };
+                regs.insert(word_of(*dreg)?, Held::Expr(expr));
             }
             Insn::Fib {
                 dreg,

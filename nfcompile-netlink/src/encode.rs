@@ -849,7 +849,7 @@ fn anonymous_set(key: &Expr, values: &[Value]) -> Set {
         Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => FieldType::addr(*f),
         Expr::L4Proto => FieldType::InetProto,
         Expr::Dport | Expr::CtOriginalDport => FieldType::InetService,
-        Expr::NumgenRandom { .. } => FieldType::Slot,
+        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => FieldType::Slot,
     };
     Set {
         name: "__set%d".into(),
@@ -975,13 +975,14 @@ fn expr(insn: &Insn, ids: &HashMap<String, u32>, anon_ids: &[u32]) -> *mut sys::
         }
         Insn::Numgen {
             dreg,
+            kind,
             modulus,
             offset,
         } => {
             let e = new("numgen");
             set_u32(e, NFTNL_EXPR_NG_DREG, *dreg);
             set_u32(e, NFTNL_EXPR_NG_MODULUS, *modulus);
-            set_u32(e, NFTNL_EXPR_NG_TYPE, bytecode::k::NFT_NG_RANDOM);
+            set_u32(e, NFTNL_EXPR_NG_TYPE, *kind);
             if *offset != 0 {
                 set_u32(e, NFTNL_EXPR_NG_OFFSET, *offset);
             }

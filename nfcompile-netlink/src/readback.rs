@@ -767,6 +767,7 @@ fn insns_of(
             },
             "numgen" => Insn::Numgen {
                 dreg: u32_(sys::NFTNL_EXPR_NG_DREG),
+                kind: u32_(sys::NFTNL_EXPR_NG_TYPE),
                 modulus: u32_(sys::NFTNL_EXPR_NG_MODULUS),
                 offset: if is(sys::NFTNL_EXPR_NG_OFFSET) {
                     u32_(sys::NFTNL_EXPR_NG_OFFSET)

@@ -244,6 +244,9 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
         if r.chance(25) {
             svc.session_affinity_timeout = Some([60, 600, 10800][r.below(3) as usize]);
         }
+        if r.chance(15) {
+            svc.load_balancing = crate::ir::LoadBalancing::RoundRobin;
+        }
         let zones = r.chance(30);
         for _ in 0..r.below(7) {
             let n = take();

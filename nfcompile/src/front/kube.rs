@@ -12,8 +12,8 @@ use serde::Deserialize;
 use super::Document;
 use crate::error::{FieldError, InputError, Invalid};
 use crate::ir::{
-    Cluster, DetectLocal, Endpoint, EndpointOrigin, EndpointPort, Family, Hints, Node,
-    NodePortAddresses, Origin, Protocol, ProxyConfig, Service, ServicePort, TrafficPolicy,
+    Cluster, DetectLocal, Endpoint, EndpointOrigin, EndpointPort, Family, Hints, LoadBalancing,
+    Node, NodePortAddresses, Origin, Protocol, ProxyConfig, Service, ServicePort, TrafficPolicy,
     DEFAULT_AFFINITY_TIMEOUT, MAX_WEIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,6 +23,8 @@ const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer-source-ranges";
 /// Per-endpoint weights on an EndpointSlice: `"10.0.0.1=1, 10.0.0.2=3"` (unlisted: 1).
 pub const WEIGHTS_ANNOTATION: &str = "nfcompile.io/weights";
+/// `random` (the default) or `round-robin`, on a Service.
+pub const LOAD_BALANCING_ANNOTATION: &str = "nfcompile.io/load-balancing";
 const WEIGHTS_FIELD: &str = "metadata.annotations[nfcompile.io/weights]";
 
 /// The fields of `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration` that shape rules.
@@ -473,6 +475,24 @@ impl Converter {
             .iter()
             .filter_map(|(field, text)| self.cidr(&object, field, text))
             .collect();
+        let load_balancing = match svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(LOAD_BALANCING_ANNOTATION))
+            .map(|t| t.trim())
+        {
+            None | Some("random") => LoadBalancing::Random,
+            Some("round-robin") => LoadBalancing::RoundRobin,
+            Some(other) => {
+                self.err(
+                    &object,
+                    format!("metadata.annotations[{LOAD_BALANCING_ANNOTATION}]"),
+                    format!("{other:?} is not one of random, round-robin"),
+                );
+                LoadBalancing::Random
+            }
+        };
         Some(Service {
             namespace,
             name,
@@ -484,6 +504,7 @@ impl Converter {
             internal_traffic_policy: policy(spec.internal_traffic_policy.as_deref()),
             session_affinity_timeout,
             load_balancer_source_ranges,
+            load_balancing,
             endpoints: Vec::new(),
             endpoint_origins: Vec::new(),
         })

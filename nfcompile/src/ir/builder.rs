@@ -103,6 +103,7 @@ impl ServiceBuilder {
                 internal_traffic_policy: TrafficPolicy::Cluster,
                 session_affinity_timeout: None,
                 load_balancer_source_ranges: Vec::new(),
+                load_balancing: Default::default(),
                 endpoints: Vec::new(),
                 endpoint_origins: Vec::new(),
             },

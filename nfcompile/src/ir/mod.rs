@@ -158,6 +158,9 @@ pub struct Service {
     pub session_affinity_timeout: Option<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_source_ranges: Vec<IpNetwork>,
+    /// How new connections pick an endpoint (`nfcompile.io/load-balancing` on the Service).
+    #[serde(default, skip_serializing_if = "LoadBalancing::is_random")]
+    pub load_balancing: LoadBalancing,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     /// One entry per endpoint when the service came from Kubernetes objects.
@@ -282,6 +285,27 @@ impl fmt::Display for Protocol {
             Protocol::Udp => "UDP",
             Protocol::Sctp => "SCTP",
         })
+    }
+}
+
+/// How a service's new connections choose among its endpoints.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum LoadBalancing {
+    /// A random endpoint (weighted), kube-proxy's behaviour.
+    #[default]
+    Random,
+    /// Endpoints in turn (`numgen inc`). The counter belongs to the rule, which every
+    /// round-robin list of the same size shares: one busy service sees strict turns, several
+    /// at once each see an even share.
+    RoundRobin,
+}
+
+impl LoadBalancing {
+    pub fn is_random(&self) -> bool {
+        *self == LoadBalancing::Random
     }
 }
 

@@ -61,7 +61,8 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::ir::{
-    Cluster, DetectLocal, Family, NodePortAddresses, Protocol, Service, TrafficPolicy,
+    Cluster, DetectLocal, Family, LoadBalancing, NodePortAddresses, Protocol, Service,
+    TrafficPolicy,
 };
 use crate::model::*;
 use crate::validate::{Validated, MAX_ENDPOINTS};
@@ -169,6 +170,9 @@ enum Keyed {
 struct List {
     local: bool,
     capacity: u32,
+    /// Round robin over exactly this many filled slots (`numgen inc mod n`, no misses), for
+    /// services that ask for it; such lists re-point their frontend when the count changes.
+    round_robin: Option<u32>,
 }
 
 /// Smallest slot capacity: lists of 1 to 8 endpoints share one selection chain, so a
@@ -309,16 +313,25 @@ impl Behaviour {
 }
 
 fn list_token(list: List) -> String {
+    let size = match list.round_robin {
+        Some(n) => format!("rr{n}"),
+        None => list.capacity.to_string(),
+    };
     if list.local {
-        format!("l{}", list.capacity)
+        format!("l{size}")
     } else {
-        list.capacity.to_string()
+        size
     }
 }
 
 fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
     format!(
-        "{}{}endpoints{}-{}",
+        "{}{}{}endpoints{}-{}",
+        if list.round_robin.is_some() {
+            "rr-"
+        } else {
+            ""
+        },
         if keyed == Keyed::NodePort {
             "nodeport-"
         } else {
@@ -326,7 +339,7 @@ fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
         },
         if list.local { "local-" } else { "" },
         shard.suffix(),
-        list.capacity
+        list.round_robin.unwrap_or(list.capacity)
     )
 }
 
@@ -473,9 +486,10 @@ impl<'a> FamilyLowering<'a> {
 
             // Cluster IP: internal traffic policy. Without any endpoint the client is rejected;
             // with endpoints but none here, `Local` drops (at the end of the local selection).
-            let internal = non_empty(&targets.cluster, false).map(|cluster| {
+            let lb = svc.load_balancing;
+            let internal = non_empty(&targets.cluster, false, lb).map(|cluster| {
                 match svc.internal_traffic_policy {
-                    TrafficPolicy::Local => Route::Select(list(&targets.local, true)),
+                    TrafficPolicy::Local => Route::Select(list(&targets.local, true, lb)),
                     TrafficPolicy::Cluster => Route::Select(cluster),
                 }
             });
@@ -541,10 +555,12 @@ impl<'a> FamilyLowering<'a> {
 
     fn external_route(&self, svc: &Service, targets: &Targets) -> Option<Route> {
         match svc.external_traffic_policy {
-            TrafficPolicy::Cluster => non_empty(&targets.cluster, false).map(Route::Select),
+            TrafficPolicy::Cluster => {
+                non_empty(&targets.cluster, false, svc.load_balancing).map(Route::Select)
+            }
             TrafficPolicy::Local => {
-                let cluster = non_empty(&targets.cluster, false)?;
-                let local = list(&targets.local, true);
+                let cluster = non_empty(&targets.cluster, false, svc.load_balancing)?;
+                let local = list(&targets.local, true, svc.load_balancing);
                 Some(Route::LocalPolicy { cluster, local })
             }
         }
@@ -748,18 +764,32 @@ impl<'a> FamilyLowering<'a> {
             .map(|(keyed, shard, list)| {
                 let offset = if list.local { LOCAL_SLOT_OFFSET } else { 0 };
                 let map = endpoint_map_name(keyed, shard);
-                let draw = |modulus: u32| {
+                let select = |slot: Expr| {
                     let mut key = match keyed {
                         Keyed::Addr => vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport],
                         Keyed::NodePort => vec![Expr::L4Proto, Expr::Dport],
                     };
-                    key.push(Expr::NumgenRandom { modulus, offset });
+                    key.push(slot);
                     Statement::DnatMap {
                         family: f,
                         key,
                         map: map.clone(),
                     }
                 };
+                let draw = |modulus: u32| select(Expr::NumgenRandom { modulus, offset });
+                if let Some(modulus) = list.round_robin {
+                    // Every slot below `modulus` is filled: the counter never misses.
+                    return Chain {
+                        name: selection_chain_name(keyed, shard, list),
+                        base: None,
+                        comment: None,
+                        rules: vec![rule(
+                            vec![],
+                            vec![select(Expr::NumgenInc { modulus, offset })],
+                            Some(&format!("round robin over {modulus} slots")),
+                        )],
+                    };
+                }
                 // A draw over the whole capacity may land on an empty slot: the lookup misses
                 // and the next rule draws again (rejection sampling, so every endpoint stays
                 // equally likely). `mod 1` is slot 0, which every list fills.
@@ -1318,16 +1348,19 @@ fn affinity_chain_name(timeout: u32) -> String {
     format!("affinity-{timeout}s")
 }
 
-/// `local` says which slots hold the list.
-fn list(targets: &[Target], local: bool) -> List {
+/// `local` says which slots hold the list; round robin needs at least one endpoint (an
+/// empty list keeps the random selection, which ends in `drop`).
+fn list(targets: &[Target], local: bool, lb: LoadBalancing) -> List {
+    let filled = slots(&weights(targets)).count() as u32;
     List {
         local,
         capacity: slot_capacity(targets.iter().map(|t| t.weight as usize).sum()),
+        round_robin: (lb == LoadBalancing::RoundRobin && filled > 0).then_some(filled),
     }
 }
 
-fn non_empty(targets: &[Target], local: bool) -> Option<List> {
-    (!targets.is_empty()).then(|| list(targets, local))
+fn non_empty(targets: &[Target], local: bool, lb: LoadBalancing) -> Option<List> {
+    (!targets.is_empty()).then(|| list(targets, local, lb))
 }
 
 fn addr_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<Value> {

@@ -239,6 +239,11 @@ pub enum Expr {
         modulus: u32,
         offset: u32,
     },
+    /// `numgen inc mod modulus offset offset`: a counter of the rule, for round robin.
+    NumgenInc {
+        modulus: u32,
+        offset: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

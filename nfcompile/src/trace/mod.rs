@@ -500,7 +500,9 @@ impl Tracer<'_> {
             // After DNAT, the original destination is the packet's first one.
             Expr::CtOriginalDaddr(_) => Value::Addr(p.dst),
             Expr::CtOriginalDport => Value::Port(p.dst_port),
-            Expr::NumgenRandom { .. } => return Err(TraceError("numgen outside a map key".into())),
+            Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => {
+                return Err(TraceError("numgen outside a map key".into()))
+            }
         })
     }
 
@@ -517,7 +519,9 @@ impl Tracer<'_> {
         let mut out = vec![(1.0, Vec::new())];
         for e in key {
             out = match e {
-                Expr::NumgenRandom { modulus, offset } => out
+                // A counter visits every value in turn: over many connections, each as often
+                // as a random draw would.
+                Expr::NumgenRandom { modulus, offset } | Expr::NumgenInc { modulus, offset } => out
                     .into_iter()
                     .flat_map(|(p, k)| {
                         (0..*modulus).map(move |i| {

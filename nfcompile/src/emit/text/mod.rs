@@ -400,11 +400,16 @@ fn write_expr(out: &mut String, e: &Expr) {
         Expr::Dport => write!(out, "th dport"),
         Expr::CtOriginalDaddr(f) => write!(out, "ct original {} daddr", family_name(*f)),
         Expr::CtOriginalDport => write!(out, "ct original proto-dst"),
-        Expr::NumgenRandom { modulus, offset } => {
-            if *offset == 0 {
-                write!(out, "numgen random mod {modulus}")
+        Expr::NumgenRandom { modulus, offset } | Expr::NumgenInc { modulus, offset } => {
+            let mode = if matches!(e, Expr::NumgenInc { .. }) {
+                "inc"
             } else {
-                write!(out, "numgen random mod {modulus} offset {offset}")
+                "random"
+            };
+            if *offset == 0 {
+                write!(out, "numgen {mode} mod {modulus}")
+            } else {
+                write!(out, "numgen {mode} mod {modulus} offset {offset}")
             }
         }
     };
