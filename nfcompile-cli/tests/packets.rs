@@ -262,11 +262,14 @@ fn two_endpoint_cluster(
     endpoints: &[&str],
     affinity: bool,
     weights: &[u32],
-    round_robin: bool,
+    load_balancing: Option<&str>,
 ) -> String {
+    let lb = load_balancing
+        .map(|lb| format!("  loadBalancing: {lb}\n"))
+        .unwrap_or_default();
     let options = [
         (affinity, "  sessionAffinityTimeout: 600\n"),
-        (round_robin, "  loadBalancing: roundRobin\n"),
+        (load_balancing.is_some(), lb.as_str()),
     ]
     .iter()
     .filter(|(on, _)| *on)
@@ -296,7 +299,7 @@ fn two_endpoint_cluster(
 struct TwoPods {
     client: Netns,
     router: Netns,
-    _pods: [Netns; 2],
+    pods: [Netns; 2],
     _servers: Vec<Server>,
     dir: std::path::PathBuf,
     affinity: bool,
@@ -375,7 +378,7 @@ impl TwoPods {
         TwoPods {
             client,
             router,
-            _pods: pods,
+            pods,
             _servers: servers,
             dir,
             affinity,
@@ -388,14 +391,14 @@ impl TwoPods {
 
     /// `apply` with endpoint weights (missing ones are 1).
     fn apply_weighted(&self, endpoints: &[&str], weights: &[u32]) -> String {
-        self.apply_with(endpoints, weights, false)
+        self.apply_with(endpoints, weights, None)
     }
 
-    fn apply_with(&self, endpoints: &[&str], weights: &[u32], round_robin: bool) -> String {
+    fn apply_with(&self, endpoints: &[&str], weights: &[u32], lb: Option<&str>) -> String {
         let file = self.dir.join("cluster.yaml");
         std::fs::write(
             &file,
-            two_endpoint_cluster(endpoints, self.affinity, weights, round_robin),
+            two_endpoint_cluster(endpoints, self.affinity, weights, lb),
         )
         .unwrap();
         let out = self.router.exec(&[
@@ -652,7 +655,7 @@ fn round_robin_takes_endpoints_in_turn() {
         return skip("round_robin_takes_endpoints_in_turn", &reason);
     }
     let t = TwoPods::new(false);
-    t.apply_with(&POD_ADDRS, &[], true);
+    t.apply_with(&POD_ADDRS, &[], Some("roundRobin"));
     let out = t.client.exec(&[
         "python3",
         "-c",
@@ -672,4 +675,87 @@ fn round_robin_takes_endpoints_in_turn() {
     // Strict turns: no pod twice in a row, so six each.
     assert!(seq.windows(2).all(|w| w[0] != w[1]), "not in turn: {seq:?}");
     assert_eq!(seq.iter().filter(|p| **p == "pod-a").count(), 6, "{seq:?}");
+}
+
+/// From each of the given source addresses, one connection; prints `ADDRESS POD` per line.
+const MANY_CLIENTS: &str = r#"
+import socket, sys
+for src in sys.argv[3:]:
+    s = socket.socket()
+    s.bind((src, 0))
+    s.settimeout(3)
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    f = s.makefile("rw")
+    f.write("hello\n"); f.flush()
+    print(src, f.readline().split(" ")[0])
+    s.close()
+"#;
+
+#[test]
+fn maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes",
+            &reason,
+        );
+    }
+    let t = TwoPods::new(false);
+    // A third endpoint, 192.168.20.22, is a second address of pod A.
+    sh(&t.pods[0], "ip addr add 192.168.20.22/24 dev p0");
+    let clients: Vec<String> = (30..90).map(|i| format!("192.168.10.{i}")).collect();
+    for c in &clients {
+        sh(&t.client, &format!("ip addr add {c}/24 dev c0"));
+    }
+    let three = ["192.168.20.20", "192.168.20.21", "192.168.20.22"];
+    t.apply_with(&three, &[], Some("maglev"));
+    let ask = || -> std::collections::BTreeMap<String, String> {
+        let mut args = vec!["python3", "-c", MANY_CLIENTS, "192.168.10.100", "80"];
+        args.extend(clients.iter().map(String::as_str));
+        let out = t.client.exec(&args);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let map: std::collections::BTreeMap<String, String> = text
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(
+            map.len(),
+            clients.len(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        map
+    };
+    let first = ask();
+    // Every new connection of a client goes where its first one went (no affinity state:
+    // the hash of its address decides).
+    assert_eq!(
+        ask(),
+        first,
+        "a client changed endpoints without any change"
+    );
+    let on_b: Vec<&String> = first
+        .iter()
+        .filter(|(_, p)| *p == "pod-b")
+        .map(|(c, _)| c)
+        .collect();
+    assert!(
+        on_b.len() >= 5 && on_b.len() < clients.len(),
+        "pod-b has {} of 60 clients",
+        on_b.len()
+    );
+    // Pod A's second address leaves; clients of pod B should stay where they are (a plain
+    // hash over the remaining two would move about half of them).
+    t.apply_with(&three[..2], &[], Some("maglev"));
+    let after = ask();
+    let moved = on_b.iter().filter(|c| after[**c] != "pod-b").count();
+    assert!(
+        moved * 5 <= on_b.len(),
+        "{moved} of pod B's {} clients moved when another endpoint left",
+        on_b.len()
+    );
+    eprintln!(
+        "maglev: {} clients on pod B, {moved} moved when 192.168.20.22 left",
+        on_b.len()
+    );
 }

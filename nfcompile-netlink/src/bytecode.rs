@@ -24,6 +24,7 @@ pub mod k {
     pub const NFT_GOTO: i32 = -4;
     pub const NFT_RETURN: i32 = -5;
     pub const NFT_NG_INCREMENTAL: u32 = 0;
+    pub const NFT_HASH_JENKINS: u32 = 0;
     pub const NFT_NG_RANDOM: u32 = 1;
     pub const NFT_NAT_DNAT: u32 = 1;
     pub const NFPROTO_IPV4: u32 = 2;
@@ -131,6 +132,15 @@ pub enum Insn {
         len: u32,
         size: u32,
     },
+    /// `jhash(sreg, len, seed) % modulus + offset` (NFT_HASH_JENKINS).
+    Hash {
+        sreg: u32,
+        dreg: u32,
+        len: u32,
+        modulus: u32,
+        seed: u32,
+        offset: u32,
+    },
 }
 
 /// A set a lookup refers to: a named one, or the n-th anonymous set of the rule.
@@ -156,7 +166,7 @@ pub fn expr_len(e: &Expr) -> u32 {
         Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => addr_len(*f),
         Expr::L4Proto => 1,
         Expr::Dport | Expr::CtOriginalDport => 2,
-        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => 4,
+        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } | Expr::JhashSaddr { .. } => 4,
     }
 }
 
@@ -171,8 +181,34 @@ fn words(len: u32) -> u32 {
     len.div_ceil(4)
 }
 
+/// The 16-byte register nft hashes from: past every concatenation a rule builds (at most 7
+/// words), so loading the hash input there never overwrites a key being built.
+pub const HASH_INPUT_REG: u32 = k::NFT_REG_1 + 2;
+
 /// Load one expression into `dreg`.
 fn load(out: &mut Vec<Insn>, e: &Expr, dreg: u32) {
+    if let Expr::JhashSaddr {
+        family,
+        modulus,
+        offset,
+    } = *e
+    {
+        out.push(Insn::Payload {
+            base: k::NFT_PAYLOAD_NETWORK_HEADER,
+            offset: saddr_offset(family),
+            len: addr_len(family),
+            dreg: HASH_INPUT_REG,
+        });
+        out.push(Insn::Hash {
+            sreg: HASH_INPUT_REG,
+            dreg,
+            len: addr_len(family),
+            modulus,
+            seed: 0,
+            offset,
+        });
+        return;
+    }
     out.push(match *e {
         Expr::Saddr(f) => Insn::Payload {
             base: k::NFT_PAYLOAD_NETWORK_HEADER,
@@ -221,6 +257,7 @@ fn load(out: &mut Vec<Insn>, e: &Expr, dreg: u32) {
             modulus,
             offset,
         },
+        Expr::JhashSaddr { .. } => unreachable!("loaded above"),
     });
 }
 

@@ -127,6 +127,31 @@ pub fn decode_rule(
                 };
                 regs.insert(word_of(*dreg)?, held);
             }
+            Insn::Hash {
+                sreg,
+                dreg,
+                len,
+                modulus,
+                seed,
+                offset,
+            } => {
+                let input = regs.remove(&word_of(*sreg)?);
+                let family = match input {
+                    Some(Held::Expr(Expr::Saddr(f))) if *len == crate::bytecode::addr_len(f) => f,
+                    other => return err(format!("jhash of {other:?}, not a source address")),
+                };
+                if *seed != 0 {
+                    return err(format!("jhash with seed {seed:#x}"));
+                }
+                regs.insert(
+                    word_of(*dreg)?,
+                    Held::Expr(Expr::JhashSaddr {
+                        family,
+                        modulus: *modulus,
+                        offset: *offset,
+                    }),
+                );
+            }
             Insn::Meta { key, dreg } => {
                 let held = match *key {
                     k::NFT_META_L4PROTO => Held::Expr(Expr::L4Proto),

@@ -849,7 +849,9 @@ fn anonymous_set(key: &Expr, values: &[Value]) -> Set {
         Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => FieldType::addr(*f),
         Expr::L4Proto => FieldType::InetProto,
         Expr::Dport | Expr::CtOriginalDport => FieldType::InetService,
-        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => FieldType::Slot,
+        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } | Expr::JhashSaddr { .. } => {
+            FieldType::Slot
+        }
     };
     Set {
         name: "__set%d".into(),
@@ -970,6 +972,26 @@ fn expr(insn: &Insn, ids: &HashMap<String, u32>, anon_ids: &[u32]) -> *mut sys::
             set_u32(e, NFTNL_EXPR_IMM_VERDICT, *verdict as u32);
             if let Some(c) = chain {
                 set_str(e, NFTNL_EXPR_IMM_CHAIN, c);
+            }
+            e
+        }
+        Insn::Hash {
+            sreg,
+            dreg,
+            len,
+            modulus,
+            seed,
+            offset,
+        } => {
+            let e = new("hash");
+            set_u32(e, NFTNL_EXPR_HASH_SREG, *sreg);
+            set_u32(e, NFTNL_EXPR_HASH_DREG, *dreg);
+            set_u32(e, NFTNL_EXPR_HASH_LEN, *len);
+            set_u32(e, NFTNL_EXPR_HASH_MODULUS, *modulus);
+            set_u32(e, NFTNL_EXPR_HASH_SEED, *seed);
+            set_u32(e, NFTNL_EXPR_HASH_TYPE, bytecode::k::NFT_HASH_JENKINS);
+            if *offset != 0 {
+                set_u32(e, NFTNL_EXPR_HASH_OFFSET, *offset);
             }
             e
         }

@@ -765,6 +765,18 @@ fn insns_of(
                 verdict: u32_(sys::NFTNL_EXPR_IMM_VERDICT) as i32,
                 chain: is(sys::NFTNL_EXPR_IMM_CHAIN).then(|| str_(sys::NFTNL_EXPR_IMM_CHAIN)),
             },
+            "hash" => Insn::Hash {
+                sreg: u32_(sys::NFTNL_EXPR_HASH_SREG),
+                dreg: u32_(sys::NFTNL_EXPR_HASH_DREG),
+                len: u32_(sys::NFTNL_EXPR_HASH_LEN),
+                modulus: u32_(sys::NFTNL_EXPR_HASH_MODULUS),
+                seed: u32_(sys::NFTNL_EXPR_HASH_SEED),
+                offset: if is(sys::NFTNL_EXPR_HASH_OFFSET) {
+                    u32_(sys::NFTNL_EXPR_HASH_OFFSET)
+                } else {
+                    0
+                },
+            },
             "numgen" => Insn::Numgen {
                 dreg: u32_(sys::NFTNL_EXPR_NG_DREG),
                 kind: u32_(sys::NFTNL_EXPR_NG_TYPE),

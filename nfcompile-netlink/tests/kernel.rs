@@ -418,7 +418,14 @@ fn the_syncer_updates_single_services_incrementally() {
     let (reports, drift) = in_fresh_netns(move || {
         let mut s = nfcompile_netlink::Syncer::new();
         let mut reports = vec![s.sync_cluster(cluster.clone()).unwrap()];
-        let mut svc = cluster.services[10].clone();
+        // A service whose last endpoint is in use (ready), so removing it changes something.
+        let changing = (10..cluster.services.len())
+            .find(|&i| {
+                let e = &cluster.services[i].endpoints;
+                e.len() >= 2 && e.iter().all(|e| e.ready)
+            })
+            .expect("a service with two ready endpoints");
+        let mut svc = cluster.services[changing].clone();
         svc.endpoints.pop();
         reports.push(s.update(&[Change::Upsert(svc.clone())]).unwrap());
         svc.endpoints.clear(); // no endpoints: rejected

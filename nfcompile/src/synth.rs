@@ -244,8 +244,13 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
         if r.chance(25) {
             svc.session_affinity_timeout = Some([60, 600, 10800][r.below(3) as usize]);
         }
-        if r.chance(15) {
-            svc.load_balancing = crate::ir::LoadBalancing::RoundRobin;
+        match r.below(100) {
+            0..=14 => svc.load_balancing = crate::ir::LoadBalancing::RoundRobin,
+            15..=29 => {
+                svc.load_balancing = crate::ir::LoadBalancing::Maglev;
+                svc.maglev_table_size = [13, 31][r.below(2) as usize];
+            }
+            _ => {}
         }
         let zones = r.chance(30);
         for _ in 0..r.below(7) {

@@ -1,6 +1,9 @@
 //! Cold apply over netlink vs `nft -f` of the same ruleset, and readback, per cluster size,
-//! each in a fresh network namespace. Needs root. Usage: netlink-bench [SERVICES…]
+//! each in a fresh network namespace. Needs root. Usage: netlink-bench [--features] [SERVICES…]
 //! (default 1000 5000 50000; 5 endpoints per service over 10 nodes). Prints a Markdown table.
+//! `--features` turns on the opt-in load balancing of issue 7 for part of the services: every
+//! 10th gets endpoint weights 1,2,3,1,2, every 25th round robin, every 100th Maglev (251
+//! entries per frontend).
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -37,9 +40,11 @@ fn secs(d: Duration) -> String {
 }
 
 fn main() {
+    let features = std::env::args().any(|a| a == "--features");
     let sizes: Vec<usize> = {
         let args: Vec<usize> = std::env::args()
             .skip(1)
+            .filter(|a| a != "--features")
             .map(|a| a.parse().expect("a number"))
             .collect();
         if args.is_empty() {
@@ -56,7 +61,24 @@ fn main() {
             endpoints: 5,
             nodes: 10,
         };
-        let ruleset = nfcompile::compile(&nfcompile::synth::cluster(shape)).unwrap();
+        let mut cluster = nfcompile::synth::cluster(shape);
+        if features {
+            use nfcompile::ir::LoadBalancing;
+            for (i, s) in cluster.services.iter_mut().enumerate() {
+                if i % 10 == 3 {
+                    for (j, e) in s.endpoints.iter_mut().enumerate() {
+                        e.weight = [1, 2, 3, 1, 2][j % 5];
+                    }
+                }
+                if i % 25 == 7 {
+                    s.load_balancing = LoadBalancing::RoundRobin;
+                }
+                if i % 100 == 11 {
+                    s.load_balancing = LoadBalancing::Maglev;
+                }
+            }
+        }
+        let ruleset = nfcompile::compile(&cluster).unwrap();
         let text = nfcompile::emit::text::write_string(&ruleset);
         let rs = ruleset.clone();
         let (summary, wall, sys, rb) = in_fresh_netns(move || {

@@ -14,7 +14,7 @@ use crate::error::{FieldError, InputError, Invalid};
 use crate::ir::{
     Cluster, DetectLocal, Endpoint, EndpointOrigin, EndpointPort, Family, Hints, LoadBalancing,
     Node, NodePortAddresses, Origin, Protocol, ProxyConfig, Service, ServicePort, TrafficPolicy,
-    DEFAULT_AFFINITY_TIMEOUT, MAX_WEIGHT,
+    DEFAULT_AFFINITY_TIMEOUT, DEFAULT_MAGLEV_TABLE_SIZE, MAX_WEIGHT,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -25,6 +25,8 @@ const SOURCE_RANGES_ANNOTATION: &str = "service.beta.kubernetes.io/load-balancer
 pub const WEIGHTS_ANNOTATION: &str = "nfcompile.io/weights";
 /// `random` (the default) or `round-robin`, on a Service.
 pub const LOAD_BALANCING_ANNOTATION: &str = "nfcompile.io/load-balancing";
+/// Entries of a `maglev` Service's lookup table (a prime; default 251).
+pub const MAGLEV_TABLE_SIZE_ANNOTATION: &str = "nfcompile.io/maglev-table-size";
 const WEIGHTS_FIELD: &str = "metadata.annotations[nfcompile.io/weights]";
 
 /// The fields of `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration` that shape rules.
@@ -484,14 +486,28 @@ impl Converter {
         {
             None | Some("random") => LoadBalancing::Random,
             Some("round-robin") => LoadBalancing::RoundRobin,
+            Some("maglev") => LoadBalancing::Maglev,
             Some(other) => {
                 self.err(
                     &object,
                     format!("metadata.annotations[{LOAD_BALANCING_ANNOTATION}]"),
-                    format!("{other:?} is not one of random, round-robin"),
+                    format!("{other:?} is not one of random, round-robin, maglev"),
                 );
                 LoadBalancing::Random
             }
+        };
+        let maglev_field = format!("metadata.annotations[{MAGLEV_TABLE_SIZE_ANNOTATION}]");
+        let maglev_table_size = match svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(MAGLEV_TABLE_SIZE_ANNOTATION))
+        {
+            None => DEFAULT_MAGLEV_TABLE_SIZE,
+            Some(text) => text.trim().parse().unwrap_or_else(|_| {
+                self.err(&object, &maglev_field, format!("{text:?} is not a number"));
+                DEFAULT_MAGLEV_TABLE_SIZE
+            }),
         };
         Some(Service {
             namespace,
@@ -505,6 +521,7 @@ impl Converter {
             session_affinity_timeout,
             load_balancer_source_ranges,
             load_balancing,
+            maglev_table_size,
             endpoints: Vec::new(),
             endpoint_origins: Vec::new(),
         })

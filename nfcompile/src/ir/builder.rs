@@ -104,6 +104,7 @@ impl ServiceBuilder {
                 session_affinity_timeout: None,
                 load_balancer_source_ranges: Vec::new(),
                 load_balancing: Default::default(),
+                maglev_table_size: crate::ir::DEFAULT_MAGLEV_TABLE_SIZE,
                 endpoints: Vec::new(),
                 endpoint_origins: Vec::new(),
             },

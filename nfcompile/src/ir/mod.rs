@@ -161,6 +161,13 @@ pub struct Service {
     /// How new connections pick an endpoint (`nfcompile.io/load-balancing` on the Service).
     #[serde(default, skip_serializing_if = "LoadBalancing::is_random")]
     pub load_balancing: LoadBalancing,
+    /// Entries of the Maglev table (a prime); each is one map element per frontend, so a
+    /// larger table spreads clients more evenly and moves fewer of them, at that cost.
+    #[serde(
+        default = "default_maglev_table_size",
+        skip_serializing_if = "is_default_maglev_table_size"
+    )]
+    pub maglev_table_size: u32,
     #[serde(default)]
     pub endpoints: Vec<Endpoint>,
     /// One entry per endpoint when the service came from Kubernetes objects.
@@ -301,6 +308,21 @@ pub enum LoadBalancing {
     /// round-robin list of the same size shares: one busy service sees strict turns, several
     /// at once each see an even share.
     RoundRobin,
+    /// Consistent hashing of the client address (Maglev): a client keeps its endpoint, and
+    /// removing one of N endpoints moves only about 1/N of the clients.
+    Maglev,
+}
+
+/// Entries of a Maglev lookup table unless `maglevTableSize` says otherwise: a prime well
+/// above the endpoint count (the paper suggests ≥ 100 × N for ≤ 1% imbalance).
+pub const DEFAULT_MAGLEV_TABLE_SIZE: u32 = 251;
+
+fn default_maglev_table_size() -> u32 {
+    DEFAULT_MAGLEV_TABLE_SIZE
+}
+
+fn is_default_maglev_table_size(n: &u32) -> bool {
+    *n == DEFAULT_MAGLEV_TABLE_SIZE
 }
 
 impl LoadBalancing {

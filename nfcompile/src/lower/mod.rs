@@ -54,6 +54,7 @@
 //! endpoint reach the end of the local selection chain, which drops.
 
 pub mod endpoints;
+pub mod maglev;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -173,6 +174,8 @@ struct List {
     /// Round robin over exactly this many filled slots (`numgen inc mod n`, no misses), for
     /// services that ask for it; such lists re-point their frontend when the count changes.
     round_robin: Option<u32>,
+    /// A Maglev table of this many entries ([`maglev`]), selected by a hash of the client.
+    maglev: Option<u32>,
 }
 
 /// Smallest slot capacity: lists of 1 to 8 endpoints share one selection chain, so a
@@ -313,9 +316,10 @@ impl Behaviour {
 }
 
 fn list_token(list: List) -> String {
-    let size = match list.round_robin {
-        Some(n) => format!("rr{n}"),
-        None => list.capacity.to_string(),
+    let size = match (list.round_robin, list.maglev) {
+        (Some(n), _) => format!("rr{n}"),
+        (_, Some(m)) => format!("mg{m}"),
+        _ => list.capacity.to_string(),
     };
     if list.local {
         format!("l{size}")
@@ -327,10 +331,10 @@ fn list_token(list: List) -> String {
 fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
     format!(
         "{}{}{}endpoints{}-{}",
-        if list.round_robin.is_some() {
-            "rr-"
-        } else {
-            ""
+        match (list.round_robin, list.maglev) {
+            (Some(_), _) => "rr-",
+            (_, Some(_)) => "maglev-",
+            _ => "",
         },
         if keyed == Keyed::NodePort {
             "nodeport-"
@@ -339,7 +343,7 @@ fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
         },
         if list.local { "local-" } else { "" },
         shard.suffix(),
-        list.round_robin.unwrap_or(list.capacity)
+        list.round_robin.or(list.maglev).unwrap_or(list.capacity)
     )
 }
 
@@ -486,10 +490,9 @@ impl<'a> FamilyLowering<'a> {
 
             // Cluster IP: internal traffic policy. Without any endpoint the client is rejected;
             // with endpoints but none here, `Local` drops (at the end of the local selection).
-            let lb = svc.load_balancing;
-            let internal = non_empty(&targets.cluster, false, lb).map(|cluster| {
+            let internal = non_empty(&targets.cluster, false, svc).map(|cluster| {
                 match svc.internal_traffic_policy {
-                    TrafficPolicy::Local => Route::Select(list(&targets.local, true, lb)),
+                    TrafficPolicy::Local => Route::Select(list(&targets.local, true, svc)),
                     TrafficPolicy::Cluster => Route::Select(cluster),
                 }
             });
@@ -555,12 +558,10 @@ impl<'a> FamilyLowering<'a> {
 
     fn external_route(&self, svc: &Service, targets: &Targets) -> Option<Route> {
         match svc.external_traffic_policy {
-            TrafficPolicy::Cluster => {
-                non_empty(&targets.cluster, false, svc.load_balancing).map(Route::Select)
-            }
+            TrafficPolicy::Cluster => non_empty(&targets.cluster, false, svc).map(Route::Select),
             TrafficPolicy::Local => {
-                let cluster = non_empty(&targets.cluster, false, svc.load_balancing)?;
-                let local = list(&targets.local, true, svc.load_balancing);
+                let cluster = non_empty(&targets.cluster, false, svc)?;
+                let local = list(&targets.local, true, svc);
                 Some(Route::LocalPolicy { cluster, local })
             }
         }
@@ -621,7 +622,7 @@ impl<'a> FamilyLowering<'a> {
             } else {
                 (0, &targets.cluster)
             };
-            for (slot, i) in slots(&weights(list)) {
+            for (slot, i) in list_slots(l, list) {
                 let mut k = key.to_vec();
                 k.push(Value::Integer(offset + slot));
                 map.push(element(k, Some(target_data(&list[i])), None));
@@ -777,6 +778,24 @@ impl<'a> FamilyLowering<'a> {
                     }
                 };
                 let draw = |modulus: u32| select(Expr::NumgenRandom { modulus, offset });
+                if let Some(modulus) = list.maglev {
+                    return Chain {
+                        name: selection_chain_name(keyed, shard, list),
+                        base: None,
+                        comment: None,
+                        rules: vec![rule(
+                            vec![],
+                            vec![select(Expr::JhashSaddr {
+                                family: f,
+                                modulus,
+                                offset,
+                            })],
+                            Some(&format!(
+                                "Maglev: the client address picks one of {modulus} entries"
+                            )),
+                        )],
+                    };
+                }
                 if let Some(modulus) = list.round_robin {
                     // Every slot below `modulus` is filled: the counter never misses.
                     return Chain {
@@ -1348,19 +1367,33 @@ fn affinity_chain_name(timeout: u32) -> String {
     format!("affinity-{timeout}s")
 }
 
-/// `local` says which slots hold the list; round robin needs at least one endpoint (an
-/// empty list keeps the random selection, which ends in `drop`).
-fn list(targets: &[Target], local: bool, lb: LoadBalancing) -> List {
+/// `local` says which slots hold the list; round robin and Maglev need at least one endpoint
+/// (an empty list keeps the random selection, which ends in `drop`).
+fn list(targets: &[Target], local: bool, svc: &Service) -> List {
     let filled = slots(&weights(targets)).count() as u32;
+    let lb = svc.load_balancing;
     List {
         local,
         capacity: slot_capacity(targets.iter().map(|t| t.weight as usize).sum()),
         round_robin: (lb == LoadBalancing::RoundRobin && filled > 0).then_some(filled),
+        maglev: (lb == LoadBalancing::Maglev && filled > 0).then_some(svc.maglev_table_size),
     }
 }
 
-fn non_empty(targets: &[Target], local: bool, lb: LoadBalancing) -> Option<List> {
-    (!targets.is_empty()).then(|| list(targets, local, lb))
+fn non_empty(targets: &[Target], local: bool, svc: &Service) -> Option<List> {
+    (!targets.is_empty()).then(|| list(targets, local, svc))
+}
+
+/// (slot, endpoint index) of every filled slot of `list`.
+fn list_slots(list: List, targets: &[Target]) -> Vec<(u32, usize)> {
+    match list.maglev {
+        Some(m) => maglev::table(targets, m)
+            .into_iter()
+            .enumerate()
+            .map(|(slot, i)| (slot as u32, i))
+            .collect(),
+        None => slots(&weights(targets)).collect(),
+    }
 }
 
 fn addr_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<Value> {

@@ -244,6 +244,12 @@ pub enum Expr {
         modulus: u32,
         offset: u32,
     },
+    /// `jhash ip saddr mod modulus seed 0x0 offset offset`: the client's Maglev slot.
+    JhashSaddr {
+        family: Family,
+        modulus: u32,
+        offset: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -500,8 +500,8 @@ impl Tracer<'_> {
             // After DNAT, the original destination is the packet's first one.
             Expr::CtOriginalDaddr(_) => Value::Addr(p.dst),
             Expr::CtOriginalDport => Value::Port(p.dst_port),
-            Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } => {
-                return Err(TraceError("numgen outside a map key".into()))
+            Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } | Expr::JhashSaddr { .. } => {
+                return Err(TraceError("numgen or jhash outside a map key".into()))
             }
         })
     }
@@ -521,7 +521,13 @@ impl Tracer<'_> {
             out = match e {
                 // A counter visits every value in turn: over many connections, each as often
                 // as a random draw would.
-                Expr::NumgenRandom { modulus, offset } | Expr::NumgenInc { modulus, offset } => out
+                // A hash of the client address: one slot per client, each slot as likely as
+                // the next across clients (the tracer does not compute jhash itself).
+                Expr::NumgenRandom { modulus, offset }
+                | Expr::NumgenInc { modulus, offset }
+                | Expr::JhashSaddr {
+                    modulus, offset, ..
+                } => out
                     .into_iter()
                     .flat_map(|(p, k)| {
                         (0..*modulus).map(move |i| {

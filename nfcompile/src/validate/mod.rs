@@ -9,9 +9,18 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use crate::error::{FieldError, Invalid};
-use crate::ir::{Cluster, DetectLocal, Family, Origin, Protocol, Service, MAX_WEIGHT};
+use crate::ir::{
+    Cluster, DetectLocal, Family, LoadBalancing, Origin, Protocol, Service, MAX_WEIGHT,
+};
 
 pub use names::{is_dns1035_label, is_dns1123_label, is_dns1123_subdomain, is_port_name};
+
+/// A Maglev table fills slots `0..size`, below the local lists' offset.
+pub const MAX_MAGLEV_TABLE_SIZE: u32 = 32749;
+
+fn is_prime(n: u32) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+}
 
 /// Endpoint slots of one list are `0..MAX_ENDPOINTS`; local lists start at this offset.
 pub const MAX_ENDPOINTS: usize = 0x8000;
@@ -378,6 +387,40 @@ impl Validator<'_> {
                     }),
                     format!("{timeout} is outside 1-{MAX_AFFINITY_TIMEOUT}"),
                 );
+            }
+        }
+
+        if svc.load_balancing == LoadBalancing::Maglev {
+            let m = svc.maglev_table_size;
+            let largest = Family::ALL
+                .iter()
+                .map(|f| {
+                    svc.endpoints
+                        .iter()
+                        .filter(|e| Family::of(&e.address) == *f)
+                        .map(|e| e.weight as usize)
+                        .sum::<usize>()
+                })
+                .max()
+                .unwrap_or(0);
+            let problem = if !(7..=MAX_MAGLEV_TABLE_SIZE).contains(&m) || !is_prime(m) {
+                Some(format!(
+                    "{m} is not a prime from 7 to {MAX_MAGLEV_TABLE_SIZE}"
+                ))
+            } else if (m as usize) < largest {
+                Some(format!(
+                    "{m} is smaller than the {largest} endpoint slots (endpoints × weight) it must hold"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let field = if kube {
+                    "metadata.annotations[nfcompile.io/maglev-table-size]".to_string()
+                } else {
+                    "maglevTableSize".to_string()
+                };
+                self.err(object.clone(), field, problem);
             }
         }
 

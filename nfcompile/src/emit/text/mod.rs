@@ -412,6 +412,21 @@ fn write_expr(out: &mut String, e: &Expr) {
                 write!(out, "numgen {mode} mod {modulus} offset {offset}")
             }
         }
+        Expr::JhashSaddr {
+            family,
+            modulus,
+            offset,
+        } => {
+            let f = family_name(*family);
+            if *offset == 0 {
+                write!(out, "jhash {f} saddr mod {modulus} seed 0x0")
+            } else {
+                write!(
+                    out,
+                    "jhash {f} saddr mod {modulus} seed 0x0 offset {offset}"
+                )
+            }
+        }
     };
 }
 
