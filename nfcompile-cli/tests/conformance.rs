@@ -17,11 +17,11 @@
 #[path = "../../nfcompile/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::conformance::{self as matrix, Expect, From, Outcome, Reached, Src, CASES, NODES};
-use common::{kernel_unavailable, skip, Netns};
+use common::{packets_unavailable, skip, Netns, Process};
 
 /// Answers every TCP connection and UDP datagram on the port with `NAME saw CLIENT`.
 const ECHO: &str = r#"
@@ -81,27 +81,6 @@ for i in range(tries):
         break
 "#;
 
-/// A process inside a namespace, killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sh(ns: &Netns, cmd: &str) {
-    let out = ns.exec(&["sh", "-c", cmd]);
-    assert!(
-        out.status.success(),
-        "{} in {}: {}",
-        cmd,
-        ns.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 struct Topology {
     _lan: Netns,
     ext: Netns,
@@ -116,46 +95,32 @@ impl Topology {
         let ext = Netns::new("ext");
         let nodes: Vec<Netns> = NODES.iter().map(|n| Netns::new(n.name)).collect();
         let pods: Vec<Netns> = matrix::PODS.iter().map(|p| Netns::new(p.name)).collect();
-        sh(
-            &lan,
-            "ip link add br0 type bridge && ip link set br0 up && ip link set lo up",
-        );
+        lan.sh("ip link add br0 type bridge && ip link set br0 up && ip link set lo up");
         let lan_hosts = std::iter::once((&ext, matrix::EXTERNAL))
             .chain(nodes.iter().zip(NODES.iter().map(|n| n.addr)));
         for (i, (ns, addr)) in lan_hosts.enumerate() {
-            sh(
-                &lan,
-                &format!(
+            lan.sh(&format!(
                     "ip link add l{i} type veth peer name eth0 netns {} && ip link set l{i} master br0 && ip link set l{i} up",
                     ns.name
                 ),
             );
-            sh(
-                ns,
-                &format!(
-                    "ip addr add {addr}/{} dev eth0 && ip link set eth0 up && ip link set lo up",
-                    matrix::LAN_PREFIX
-                ),
-            );
+            ns.sh(&format!(
+                "ip addr add {addr}/{} dev eth0 && ip link set eth0 up && ip link set lo up",
+                matrix::LAN_PREFIX
+            ));
         }
         for prefix in matrix::VIA_N1 {
-            sh(
-                &ext,
-                &format!("ip route add {prefix} via {}", NODES[0].addr),
-            );
+            ext.sh(&format!("ip route add {prefix} via {}", NODES[0].addr));
         }
         // A node forwarding the external client's packet to the other node over the LAN would
         // send it an ICMP redirect (the client would then bypass n1), and redirects spend the
         // per-destination ICMP budget that rejections need: no redirects, no rate limit.
-        sh(
-            &ext,
+        ext.sh(
             "sysctl -qw net.ipv4.conf.all.accept_redirects=0 net.ipv4.conf.eth0.accept_redirects=0",
         );
         for (i, ns) in nodes.iter().enumerate() {
             let other = &NODES[1 - i];
-            sh(
-                ns,
-                &format!(
+            ns.sh(&format!(
                     "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
                      net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.default.send_redirects=0 net.ipv4.conf.eth0.send_redirects=0 net.ipv4.icmp_ratelimit=0 \
                      && ip route add {} via {} && ip route add default via {}",
@@ -169,9 +134,7 @@ impl Topology {
         for (p, ns) in matrix::PODS.iter().zip(&pods) {
             let node = &nodes[p.node];
             let gw = NODES[p.node].gateway;
-            sh(
-                node,
-                &format!(
+            node.sh(&format!(
                     "ip link add v-{n} type veth peer name eth0 netns {pod} && ip addr add {gw}/32 dev v-{n} \
                      && ip link set v-{n} up && ip route add {a}/32 dev v-{n}",
                     n = p.name,
@@ -179,14 +142,11 @@ impl Topology {
                     a = p.addr
                 ),
             );
-            sh(
-                ns,
-                &format!(
-                    "ip addr add {}/32 dev eth0 && ip link set eth0 up && ip link set lo up \
+            ns.sh(&format!(
+                "ip addr add {}/32 dev eth0 && ip link set eth0 up && ip link set lo up \
                      && ip route add {gw} dev eth0 && ip route add default via {gw} dev eth0",
-                    p.addr
-                ),
-            );
+                p.addr
+            ));
         }
         let servers: Vec<Process> = matrix::PODS
             .iter()
@@ -318,14 +278,8 @@ fn observe(from: From, lines: &str) -> (Outcome, bool) {
 
 #[test]
 fn every_case_of_the_matrix_with_real_packets() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("every_case_of_the_matrix_with_real_packets", &reason);
-    }
-    if Command::new("python3").arg("-V").output().is_err() {
-        return skip(
-            "every_case_of_the_matrix_with_real_packets",
-            "python3 (the echo server) is missing",
-        );
     }
     let topo = Topology::new();
     let file = matrix::cluster_file();

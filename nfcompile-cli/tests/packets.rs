@@ -6,10 +6,10 @@
 #[path = "../../nfcompile/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{kernel_unavailable, skip, Netns};
+use common::{packets_unavailable, skip, Netns, Process};
 
 const SERVER: &str = r#"
 import socket, sys
@@ -37,27 +37,6 @@ except socket.timeout:
     print("TIMEOUT")
 "#;
 
-/// A server process inside a namespace, killed when dropped; bounded by `timeout` anyway.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn sh(ns: &Netns, cmd: &str) {
-    let out = ns.exec(&["sh", "-c", cmd]);
-    assert!(
-        out.status.success(),
-        "{} in {}: {}",
-        cmd,
-        ns.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn connect(ns: &Netns, ip: &str, port: u16) -> String {
     let out = ns.exec(&["python3", "-c", CLIENT, ip, &port.to_string()]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -79,44 +58,32 @@ fn vip_workshop_with_real_packets_nfcompile_apply() {
 }
 
 fn vip_workshop(loader: Loader) {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("vip_workshop_with_real_packets", &reason);
-    }
-    if Command::new("python3").arg("-V").output().is_err() {
-        return skip(
-            "vip_workshop_with_real_packets",
-            "python3 (the echo server) is missing",
-        );
     }
     let client = Netns::new("client");
     let router = Netns::new("router");
     let pod = Netns::new("podb");
     // Links are created inside the namespaces, so no name can clash with the host's.
-    sh(
-        &router,
-        &format!(
-            "ip link add r0 type veth peer name c0 netns {}",
-            client.name
-        ),
-    );
-    sh(
-        &router,
-        &format!("ip link add r1 type veth peer name p0 netns {}", pod.name),
-    );
-    sh(&router, "ip addr add 192.168.10.1/24 dev r0 && ip addr add 192.168.20.1/24 dev r1 && ip link set r0 up && ip link set r1 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
-    sh(&client, "ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
-    sh(&pod, "ip addr add 192.168.20.20/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1");
+    router.sh(&format!(
+        "ip link add r0 type veth peer name c0 netns {}",
+        client.name
+    ));
+    router.sh(&format!(
+        "ip link add r1 type veth peer name p0 netns {}",
+        pod.name
+    ));
+    router.sh("ip addr add 192.168.10.1/24 dev r0 && ip addr add 192.168.20.1/24 dev r1 && ip link set r0 up && ip link set r1 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
+    client.sh("ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
+    pod.sh("ip addr add 192.168.20.20/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1");
     // MetalLB L2 style: the client's neighbour entry sends the VIP to the router's MAC; the
     // router does not own the address, so only the prerouting rules can catch it.
     let mac = String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
-    sh(
-        &client,
-        &format!(
-            "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
-            mac.trim()
-        ),
-    );
-    sh(&client, "ip route add 192.168.10.100/32 dev c0");
+    client.sh(&format!(
+        "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
+        mac.trim()
+    ));
+    client.sh("ip route add 192.168.10.100/32 dev c0");
 
     match loader {
         Loader::NftScript => router
@@ -145,12 +112,10 @@ fn vip_workshop(loader: Loader) {
 
     // The workshop's Step 2: public clients may not reach the pod network directly. A table of
     // its own, beside nfcompile's (which must leave it alone): only DNATed flows pass.
-    sh(
-        &router,
-        "nft add table ip workshop && nft 'add chain ip workshop forward { type filter hook forward priority 0; }' && nft add rule ip workshop forward ct status dnat accept && nft add rule ip workshop forward iifname r0 oifname r1 drop",
+    router.sh("nft add table ip workshop && nft 'add chain ip workshop forward { type filter hook forward priority 0; }' && nft add rule ip workshop forward ct status dnat accept && nft add rule ip workshop forward iifname r0 oifname r1 drop",
     );
 
-    let _server = Server(
+    let _server = Process(
         Command::new("ip")
             .args([
                 "netns", "exec", &pod.name, "timeout", "120", "python3", "-c", SERVER, "80",
@@ -190,10 +155,10 @@ fn vip_workshop(loader: Loader) {
     assert!(not_a_node_port.starts_with("REFUSED"), "{not_a_node_port}");
     // A pod calling the cluster IP keeps its own address (no masquerade from inside the cluster);
     // pod B reaching itself through the service is hairpin traffic and is masqueraded.
-    sh(&pod, "ip route add 10.96.0.0/16 via 192.168.20.1 || true");
+    pod.sh("ip route add 10.96.0.0/16 via 192.168.20.1 || true");
     assert_eq!(connect(&pod, "10.96.0.100", 80), "pod-b saw 192.168.20.1");
     // A port that is not a service port of the cluster IP is refused at once, not timed out.
-    sh(&client, "ip route add 10.96.0.0/16 via 192.168.10.1");
+    client.sh("ip route add 10.96.0.0/16 via 192.168.10.1");
     let refused = connect(&client, "10.96.0.100", 81);
     assert!(refused.starts_with("REFUSED"), "{refused}");
     // The service port of the cluster IP, from outside the cluster: masqueraded.
@@ -300,7 +265,7 @@ struct TwoPods {
     client: Netns,
     router: Netns,
     pods: [Netns; 2],
-    _servers: Vec<Server>,
+    _servers: Vec<Process>,
     dir: std::path::PathBuf,
     affinity: bool,
 }
@@ -312,39 +277,31 @@ impl TwoPods {
         let client = Netns::new("client");
         let router = Netns::new("router");
         let pods = [Netns::new("poda"), Netns::new("podb")];
-        sh(
-            &router,
-            &format!(
-                "ip link add r0 type veth peer name c0 netns {}",
-                client.name
-            ),
-        );
-        sh(
-            &router,
-            "ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
+        router.sh(&format!(
+            "ip link add r0 type veth peer name c0 netns {}",
+            client.name
+        ));
+        router.sh("ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
         );
         for (i, pod) in pods.iter().enumerate() {
-            sh(&router, &format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
-            sh(pod, &format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", POD_ADDRS[i]));
+            router.sh(&format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
+            pod.sh(&format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", POD_ADDRS[i]));
         }
-        sh(&router, "ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
-        sh(&client, "ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
+        router.sh("ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
+        client.sh("ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
         let mac =
             String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
-        sh(
-            &client,
-            &format!(
-                "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
-                mac.trim()
-            ),
-        );
+        client.sh(&format!(
+            "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
+            mac.trim()
+        ));
         let dir = std::env::temp_dir().join(format!("nfc-{}-{}", router.name, std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let servers: Vec<Server> = pods
+        let servers: Vec<Process> = pods
             .iter()
             .zip(["pod-a", "pod-b"])
             .map(|(pod, name)| {
-                Server(
+                Process(
                     Command::new("ip")
                         .args([
                             "netns",
@@ -401,19 +358,9 @@ impl TwoPods {
             two_endpoint_cluster(endpoints, self.affinity, weights, lb),
         )
         .unwrap();
-        let out = self.router.exec(&[
-            env!("CARGO_BIN_EXE_nfcompile"),
-            "apply",
-            "-q",
-            "-f",
-            file.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "apply: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let apply = [env!("CARGO_BIN_EXE_nfcompile"), "apply", "-q", "-f"];
+        self.router
+            .ok("apply", &[&apply[..], &[file.to_str().unwrap()]].concat())
     }
 }
 
@@ -426,7 +373,7 @@ impl Drop for TwoPods {
 #[test]
 fn an_established_connection_survives_removing_another_endpoint() {
     use std::io::{BufRead, BufReader, Write};
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip(
             "an_established_connection_survives_removing_another_endpoint",
             &reason,
@@ -480,7 +427,7 @@ fn an_established_connection_survives_removing_another_endpoint() {
 
 #[test]
 fn session_affinity_moves_off_a_removed_endpoint() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("session_affinity_moves_off_a_removed_endpoint", &reason);
     }
     let t = TwoPods::new(true);
@@ -525,7 +472,7 @@ print(seen["pod-a"], seen["pod-b"])
 
 #[test]
 fn weights_one_to_three_split_new_connections_a_quarter_to_three_quarters() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip(
             "weights_one_to_three_split_new_connections_a_quarter_to_three_quarters",
             &reason,
@@ -589,7 +536,7 @@ answers(int(sys.argv[4]))
 #[test]
 fn a_udp_flow_moves_off_a_removed_endpoint() {
     use std::io::{BufRead, BufReader, Write};
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("a_udp_flow_moves_off_a_removed_endpoint", &reason);
     }
     let t = TwoPods::new(false);
@@ -651,7 +598,7 @@ print(" ".join(out))
 
 #[test]
 fn round_robin_takes_endpoints_in_turn() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("round_robin_takes_endpoints_in_turn", &reason);
     }
     let t = TwoPods::new(false);
@@ -693,7 +640,7 @@ for src in sys.argv[3:]:
 
 #[test]
 fn maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip(
             "maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes",
             &reason,
@@ -701,10 +648,10 @@ fn maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes() {
     }
     let t = TwoPods::new(false);
     // A third endpoint, 192.168.20.22, is a second address of pod A.
-    sh(&t.pods[0], "ip addr add 192.168.20.22/24 dev p0");
+    t.pods[0].sh("ip addr add 192.168.20.22/24 dev p0");
     let clients: Vec<String> = (30..90).map(|i| format!("192.168.10.{i}")).collect();
     for c in &clients {
-        sh(&t.client, &format!("ip addr add {c}/24 dev c0"));
+        t.client.sh(&format!("ip addr add {c}/24 dev c0"));
     }
     let three = ["192.168.20.20", "192.168.20.21", "192.168.20.22"];
     t.apply_with(&three, &[], Some("maglev"));

@@ -21,7 +21,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 
-use common::{kernel_unavailable, skip, Netns};
+use common::{packets_unavailable, skip, Netns};
 use nfcompile::ir::{Cluster, DetectLocal, Protocol};
 use nfcompile::trace::{self, Origin, Packet};
 
@@ -117,17 +117,6 @@ struct Job {
     dst: IpAddr,
     port: u16,
     affinity: bool,
-}
-
-fn sh(ns: &Netns, cmd: &str) {
-    let out = ns.exec(&["sh", "-c", cmd]);
-    assert!(
-        out.status.success(),
-        "{} in {}: {}",
-        cmd,
-        ns.name,
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn v4(a: &IpAddr) -> bool {
@@ -257,7 +246,7 @@ impl Topology {
             _ => "pod0".to_string(),
         };
         let node = &t.node;
-        sh(node, &format!(
+        node.sh(&format!(
             "ip link add ext0 type veth peer name eth0 netns {c} && ip link add {pod_link} type veth peer name eth0 netns {p} \
              && ip link add sink0 type veth peer name eth0 netns {s} \
              && ip addr add 192.168.0.1/24 dev ext0 && ip addr add {NODE_SINK_SIDE}/24 dev sink0 && ip addr add 169.254.1.1/32 dev {pod_link} \
@@ -267,14 +256,12 @@ impl Topology {
             c = t.client.name, p = t.pod.name, s = t.sink.name,
         ));
         for a in cluster.node.addresses.iter().skip(1).filter(|a| v4(a)) {
-            sh(node, &format!("ip addr add {a}/32 dev ext0"));
+            node.sh(&format!("ip addr add {a}/32 dev ext0"));
         }
-        sh(&t.client, &format!("ip addr add {CLIENT}/24 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add default via 192.168.0.1"));
-        sh(&t.pod, &format!("ip addr add {POD}/32 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add 169.254.1.1 dev eth0 && ip route add default via 169.254.1.1 dev eth0"));
-        sh(
-            &t.sink,
-            "ip addr add 198.18.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up",
-        );
+        t.client.sh(&format!("ip addr add {CLIENT}/24 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add default via 192.168.0.1"));
+        t.pod.sh(&format!("ip addr add {POD}/32 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add 169.254.1.1 dev eth0 && ip route add default via 169.254.1.1 dev eth0"));
+        t.sink
+            .sh("ip addr add 198.18.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up");
         t
     }
 
@@ -340,14 +327,8 @@ fn observe(
 
 #[test]
 fn the_tracer_predicts_what_real_packets_do() {
-    if let Some(reason) = kernel_unavailable() {
+    if let Some(reason) = packets_unavailable() {
         return skip("the_tracer_predicts_what_real_packets_do", &reason);
-    }
-    if Command::new("python3").arg("-V").output().is_err() {
-        return skip(
-            "the_tracer_predicts_what_real_packets_do",
-            "python3 (the prober) is missing",
-        );
     }
     let dir = std::env::temp_dir().join(format!("nfc-trace-kernel-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -366,17 +347,11 @@ fn the_tracer_predicts_what_real_packets_do() {
         let ruleset = nfcompile::compile(&cluster).unwrap();
 
         let topo = Topology::new(&cluster);
-        let out = topo.node.exec(&[
-            env!("CARGO_BIN_EXE_nfcompile"),
-            "apply",
-            "-q",
-            "-f",
-            file.to_str().unwrap(),
-        ]);
-        assert!(
-            out.status.success(),
-            "apply seed {seed}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let apply = [env!("CARGO_BIN_EXE_nfcompile"), "apply", "-q", "-f"];
+        let file_arg = file.to_str().unwrap();
+        topo.node.ok(
+            &format!("apply seed {seed}"),
+            &[&apply[..], &[file_arg]].concat(),
         );
 
         let jobs = jobs(&cluster);

@@ -280,6 +280,30 @@ pub fn parse_flow(body: &[u8]) -> Option<Flow> {
     })
 }
 
+/// The netlink messages in `buf`: (type, sequence number, the whole message).
+fn messages(buf: &[u8]) -> Vec<(u16, u32, &[u8])> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
+        if len < 16 || at + len > buf.len() {
+            break;
+        }
+        let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
+        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4"));
+        out.push((kind, seq, &buf[at..at + len]));
+        at += len.div_ceil(4) * 4;
+    }
+    out
+}
+
+/// The errno an `NLMSG_ERROR` message carries (0: an ACK).
+fn errno(msg: &[u8]) -> i32 {
+    msg.get(16..20).map_or(libc::EPROTO, |b| {
+        -i32::from_ne_bytes(b.try_into().expect("4"))
+    })
+}
+
 /// Every entry of `family`'s conntrack table.
 fn dump(socket: &mnl::Socket, family: Family, seq: u32) -> io::Result<Vec<Flow>> {
     let mut req = Vec::new();
@@ -296,33 +320,24 @@ fn dump(socket: &mnl::Socket, family: Family, seq: u32) -> io::Result<Vec<Flow>>
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let n = socket.recv_raw(&mut buf)?;
-        let mut at = 0;
-        while at + 16 <= n {
-            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            let mseq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4"));
-            if len < 16 || at + len > n {
-                break;
+        for (kind, mseq, msg) in messages(&buf[..n]) {
+            if mseq != seq {
+                continue;
             }
-            if mseq == seq {
-                match kind {
-                    NLMSG_DONE => return Ok(flows),
-                    NLMSG_ERROR => {
-                        let errno =
-                            -i32::from_ne_bytes(buf[at + 16..at + 20].try_into().expect("4"));
-                        return match errno {
-                            0 => Ok(flows),
-                            libc::EPERM => Err(not_permitted()),
-                            e => Err(io::Error::from_raw_os_error(e)),
-                        };
+            match kind {
+                NLMSG_DONE => return Ok(flows),
+                NLMSG_ERROR => {
+                    return match errno(msg) {
+                        0 => Ok(flows),
+                        libc::EPERM => Err(not_permitted()),
+                        e => Err(io::Error::from_raw_os_error(e)),
                     }
-                    k if k == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW && len >= 20 => {
-                        flows.extend(parse_flow(&buf[at + 20..at + len]));
-                    }
-                    _ => {}
                 }
+                k if k == (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW && msg.len() >= 20 => {
+                    flows.extend(parse_flow(&msg[20..]));
+                }
+                _ => {}
             }
-            at += len.div_ceil(4) * 4;
         }
     }
 }
@@ -332,20 +347,11 @@ fn answer(socket: &mnl::Socket, seq: u32) -> io::Result<i32> {
     let mut buf = vec![0u8; 8192];
     loop {
         let n = socket.recv_raw(&mut buf)?;
-        let mut at = 0;
-        while at + 20 <= n {
-            let len = u32::from_ne_bytes(buf[at..at + 4].try_into().expect("4")) as usize;
-            let kind = u16::from_ne_bytes([buf[at + 4], buf[at + 5]]);
-            let mseq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().expect("4"));
-            if len < 16 || at + len > n {
-                break;
-            }
-            if mseq == seq && kind == NLMSG_ERROR {
-                return Ok(-i32::from_ne_bytes(
-                    buf[at + 16..at + 20].try_into().expect("4"),
-                ));
-            }
-            at += len.div_ceil(4) * 4;
+        if let Some((_, _, msg)) = messages(&buf[..n])
+            .into_iter()
+            .find(|(kind, mseq, _)| *mseq == seq && *kind == NLMSG_ERROR)
+        {
+            return Ok(errno(msg));
         }
     }
 }

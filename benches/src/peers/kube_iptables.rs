@@ -9,15 +9,10 @@ use std::fmt::Write;
 
 use nfcompile::ir::{Cluster, Endpoint};
 
-use super::{ports, proto, tag};
+use super::{pod_cidr, ports, proto, tag};
 
 pub fn restore_input(cluster: &Cluster) -> String {
-    let cidr = cluster
-        .config
-        .cluster_cidrs
-        .first()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "10.0.0.0/8".into());
+    let cidr = pod_cidr(cluster);
     let views = ports(cluster);
     let mut decl = String::new();
     let mut rules = String::new();

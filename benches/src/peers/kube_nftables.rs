@@ -8,16 +8,11 @@ use std::fmt::Write;
 
 use nfcompile::ir::Cluster;
 
-use super::{ports, proto, tag};
+use super::{pod_cidr, ports, proto, tag};
 
 /// The whole `nft -f` script for `cluster`'s node.
 pub fn script(cluster: &Cluster) -> String {
-    let cidr = cluster
-        .config
-        .cluster_cidrs
-        .first()
-        .map(|c| c.to_string())
-        .unwrap_or_else(|| "10.0.0.0/8".into());
+    let cidr = pod_cidr(cluster);
     let views = ports(cluster);
     let mut chains = String::new();
     let mut service_ips = Vec::new();

@@ -23,6 +23,16 @@ pub fn tag(text: &str) -> String {
         .collect()
 }
 
+/// The cluster CIDR kube-proxy's local-traffic detector compares sources with.
+pub fn pod_cidr(cluster: &Cluster) -> String {
+    cluster
+        .config
+        .cluster_cidrs
+        .first()
+        .map(|c| c.to_string())
+        .unwrap_or_else(|| "10.0.0.0/8".into())
+}
+
 pub fn proto(p: Protocol) -> &'static str {
     match p {
         Protocol::Tcp => "tcp",

@@ -778,36 +778,28 @@ impl<'a> FamilyLowering<'a> {
                     }
                 };
                 let draw = |modulus: u32| select(Expr::NumgenRandom { modulus, offset });
+                // Maglev and round robin select with one rule that never misses: every
+                // entry of the table, every slot below the count, is filled.
+                let one = |slot: Expr, comment: String| Chain {
+                    name: selection_chain_name(keyed, shard, list),
+                    base: None,
+                    comment: None,
+                    rules: vec![rule(vec![], vec![select(slot)], Some(&comment))],
+                };
                 if let Some(modulus) = list.maglev {
-                    return Chain {
-                        name: selection_chain_name(keyed, shard, list),
-                        base: None,
-                        comment: None,
-                        rules: vec![rule(
-                            vec![],
-                            vec![select(Expr::JhashSaddr {
-                                family: f,
-                                modulus,
-                                offset,
-                            })],
-                            Some(&format!(
-                                "Maglev: the client address picks one of {modulus} entries"
-                            )),
-                        )],
+                    let hash = Expr::JhashSaddr {
+                        family: f,
+                        modulus,
+                        offset,
                     };
+                    return one(
+                        hash,
+                        format!("Maglev: the client address picks one of {modulus} entries"),
+                    );
                 }
                 if let Some(modulus) = list.round_robin {
-                    // Every slot below `modulus` is filled: the counter never misses.
-                    return Chain {
-                        name: selection_chain_name(keyed, shard, list),
-                        base: None,
-                        comment: None,
-                        rules: vec![rule(
-                            vec![],
-                            vec![select(Expr::NumgenInc { modulus, offset })],
-                            Some(&format!("round robin over {modulus} slots")),
-                        )],
-                    };
+                    let counter = Expr::NumgenInc { modulus, offset };
+                    return one(counter, format!("round robin over {modulus} slots"));
                 }
                 // A draw over the whole capacity may land on an empty slot: the lookup misses
                 // and the next rule draws again (rejection sampling, so every endpoint stays
@@ -1372,11 +1364,19 @@ fn affinity_chain_name(timeout: u32) -> String {
 fn list(targets: &[Target], local: bool, svc: &Service) -> List {
     let filled = slots(&weights(targets)).count() as u32;
     let lb = svc.load_balancing;
+    let round_robin = (lb == LoadBalancing::RoundRobin && filled > 0).then_some(filled);
+    let maglev = (lb == LoadBalancing::Maglev && filled > 0).then_some(svc.maglev_table_size);
     List {
         local,
-        capacity: slot_capacity(targets.iter().map(|t| t.weight as usize).sum()),
-        round_robin: (lb == LoadBalancing::RoundRobin && filled > 0).then_some(filled),
-        maglev: (lb == LoadBalancing::Maglev && filled > 0).then_some(svc.maglev_table_size),
+        // The capacity class only matters to random selection: lists that select otherwise
+        // are one list (and one chain) per count or table size.
+        capacity: if round_robin.is_some() || maglev.is_some() {
+            0
+        } else {
+            slot_capacity(targets.iter().map(|t| t.weight as usize).sum())
+        },
+        round_robin,
+        maglev,
     }
 }
 

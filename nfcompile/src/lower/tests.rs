@@ -399,3 +399,38 @@ fn large_endpoint_maps_are_sharded_and_stay_bounded() {
     crate::optimize::run(&mut rs);
     assert!(crate::emit::text::write_string(&rs).contains("map @endpoints-shard1"));
 }
+
+#[test]
+fn chain_and_set_names_are_unique_and_references_resolve() {
+    for seed in 0..150 {
+        let rs = crate::compile(&crate::synth::random(seed, 15)).unwrap();
+        for t in &rs.tables {
+            let mut names: Vec<&str> = t.chains.iter().map(|c| c.name.as_str()).collect();
+            names.sort_unstable();
+            let before = names.len();
+            names.dedup();
+            assert_eq!(names.len(), before, "seed {seed}: a chain name twice");
+            // …and every chain a rule or a verdict-map element names exists.
+            let targets = t
+                .chains
+                .iter()
+                .flat_map(|c| c.rules.iter().flat_map(|r| r.jump_targets()))
+                .chain(t.sets.iter().flat_map(|s| {
+                    s.elements.iter().filter_map(|e| match &e.data {
+                        Some(ElementData::Verdict(Verdict::Jump(c) | Verdict::Goto(c))) => {
+                            Some(c.as_str())
+                        }
+                        _ => None,
+                    })
+                }));
+            for target in targets {
+                assert!(t.chain(target).is_some(), "seed {seed}: no chain {target}");
+            }
+            let mut sets: Vec<&str> = t.sets.iter().map(|s| s.name.as_str()).collect();
+            sets.sort_unstable();
+            let before = sets.len();
+            sets.dedup();
+            assert_eq!(sets.len(), before, "seed {seed}: a set name twice");
+        }
+    }
+}

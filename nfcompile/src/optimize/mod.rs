@@ -41,6 +41,8 @@ pub fn merge_identical_chains(table: &mut Table) -> usize {
             continue;
         }
         match first_by_body.get(chain.rules.as_slice()) {
+            // Two chains of one name are the lowering's bug, not a merge: keep both visible.
+            Some(keep) if *keep == chain.name => {}
             Some(keep) => {
                 renames.insert(chain.name.clone(), keep.to_string());
             }

@@ -232,6 +232,15 @@ fn every_construct_of_random_clusters_is_understood() {
     }
 }
 
+/// The probability of reaching `to` (`address:port`).
+fn share(t: &Trace, to: &str) -> f64 {
+    t.branches
+        .iter()
+        .filter(|b| matches!(&b.outcome, Outcome::Dnat { to: x, .. } if x == to))
+        .map(|b| b.probability)
+        .sum()
+}
+
 #[test]
 fn weights_set_the_probabilities() {
     let t = run(
@@ -242,15 +251,8 @@ fn weights_set_the_probabilities() {
         "10.96.0.10",
         80,
     );
-    let p = |to: &str| {
-        t.branches
-            .iter()
-            .filter(|b| matches!(&b.outcome, Outcome::Dnat { to: x, .. } if x == to))
-            .map(|b| b.probability)
-            .sum::<f64>()
-    };
-    assert!((p("10.244.1.10:8080") - 0.25).abs() < 1e-6, "{t:?}");
-    assert!((p("10.244.1.11:8080") - 0.75).abs() < 1e-6, "{t:?}");
+    assert!((share(&t, "10.244.1.10:8080") - 0.25).abs() < 1e-6, "{t:?}");
+    assert!((share(&t, "10.244.1.11:8080") - 0.75).abs() < 1e-6, "{t:?}");
     let t = run(
         "weights",
         Origin::Pod,
@@ -259,18 +261,11 @@ fn weights_set_the_probabilities() {
         "10.96.0.20",
         443,
     );
-    let p = |to: &str| {
-        t.branches
-            .iter()
-            .filter(|b| matches!(&b.outcome, Outcome::Dnat { to: x, .. } if x == to))
-            .map(|b| b.probability)
-            .sum::<f64>()
-    };
     for (to, want) in [
         ("10.244.1.20:8443", 5.0 / 8.0),
         ("10.244.1.21:8443", 2.0 / 8.0),
         ("10.244.1.22:8443", 1.0 / 8.0),
     ] {
-        assert!((p(to) - want).abs() < 1e-6, "{to}: {t:?}");
+        assert!((share(&t, to) - want).abs() < 1e-6, "{to}: {t:?}");
     }
 }

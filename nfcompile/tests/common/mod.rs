@@ -5,7 +5,7 @@ pub mod conformance;
 pub mod reference;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Every scenario: `tests/in/*.yaml` plus the bundled examples, as (name, path).
@@ -77,6 +77,32 @@ pub fn kernel_unavailable() -> Option<String> {
     reason
 }
 
+/// Why real-packet tests cannot run here: the kernel ones' reasons, or no `python3` for the
+/// small echo servers and clients (installed by scripts/test.sh; required in CI).
+pub fn packets_unavailable() -> Option<String> {
+    let reason = kernel_unavailable().or_else(|| {
+        Command::new("python3")
+            .arg("-V")
+            .output()
+            .is_err()
+            .then(|| "python3 (echo servers and clients) is missing".to_string())
+    });
+    if let (Some(r), Ok("true")) = (&reason, std::env::var("CI").as_deref()) {
+        panic!("real-packet tests must run in CI, but {r}");
+    }
+    reason
+}
+
+/// A process (an echo server, a client) that is killed when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Say loudly that a kernel test did not run.
 pub fn skip(test: &str, reason: &str) {
     eprintln!("\n!!!!!!!! SKIPPED {test}: {reason} — kernel behaviour was NOT tested !!!!!!!!\n");
@@ -110,6 +136,30 @@ impl Netns {
             String::from_utf8_lossy(&out.stderr)
         );
         Netns { name }
+    }
+
+    /// `sh -c CMD` inside the namespace; panics with its error output when it fails.
+    pub fn sh(&self, cmd: &str) {
+        let out = self.exec(&["sh", "-c", cmd]);
+        assert!(
+            out.status.success(),
+            "{} in {}: {}",
+            cmd,
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Run `args` inside the namespace; its standard output, or a panic naming `what` with
+    /// its error output when it fails.
+    pub fn ok(&self, what: &str, args: &[&str]) -> String {
+        let out = self.exec(args);
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn exec(&self, args: &[&str]) -> Output {
