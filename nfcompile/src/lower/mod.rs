@@ -702,6 +702,19 @@ impl<'a> FamilyLowering<'a> {
                 ));
             }
         }
+        let from_node = Match::FibLocal {
+            side: AddrSide::Source,
+            negate: false,
+        };
+        if let Route::LocalPolicy { .. } = b.route {
+            // Before the affinity lookup, whose DNAT ends the chain: the node's own later
+            // connections are masqueraded like its first.
+            rules.push(rule(
+                vec![from_node.clone()],
+                vec![Statement::MarkOr(mark)],
+                Some("masquerade traffic from this node"),
+            ));
+        }
         let keyed = b.keyed();
         if b.affinity {
             rules.push(rule(
@@ -725,16 +738,11 @@ impl<'a> FamilyLowering<'a> {
                         Some("pod traffic short-circuits to all endpoints"),
                     ));
                 }
-                let from_node = Match::FibLocal {
-                    side: AddrSide::Source,
-                    negate: false,
-                };
                 rules.push(rule(
-                    vec![from_node.clone()],
-                    vec![Statement::MarkOr(mark)],
-                    Some("masquerade traffic from this node"),
+                    vec![from_node],
+                    vec![goto(cluster)],
+                    Some("the node itself reaches all endpoints"),
                 ));
-                rules.push(rule(vec![from_node], vec![goto(cluster)], None));
                 rules.push(rule(vec![], vec![goto(local)], None));
             }
         }

@@ -156,12 +156,17 @@ fn external_local_policy_routes_by_source() {
             s
         })
         .collect();
+    // The node's own traffic is marked first (before any affinity lookup could DNAT it).
     assert!(
-        text[0].starts_with("ip saddr 10.244.0.0/16 goto endpoints-8"),
+        text[0].starts_with("fib saddr type local meta mark set"),
         "{text:?}"
     );
     assert!(
-        text[1].starts_with("fib saddr type local meta mark set"),
+        text[1].starts_with("ip saddr 10.244.0.0/16 goto endpoints-8"),
+        "{text:?}"
+    );
+    assert!(
+        text[2].starts_with("fib saddr type local goto endpoints-8"),
         "{text:?}"
     );
     assert_eq!(text[3], "goto local-endpoints-8");
