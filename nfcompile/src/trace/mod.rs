@@ -7,7 +7,7 @@
 //! its probability; the session-affinity map is empty for a first packet. Any construct the
 //! tracer does not understand is an error, never skipped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -138,12 +138,57 @@ enum Flow {
     Return,
 }
 
-/// Trace `packet` through `ruleset` as seen on a node with `node_addresses`.
+/// Trace `packet` through `ruleset` as seen on a node with `node_addresses`. To trace many
+/// packets through one ruleset, [`Prepared`] indexes its sets once.
 pub fn trace(
     ruleset: &Ruleset,
     node_addresses: &[IpAddr],
     packet: &Packet,
 ) -> Result<Trace, TraceError> {
+    Prepared::new(ruleset).trace(node_addresses, packet)
+}
+
+/// Elements by exact key, per table and set: a lookup is then one hash probe rather than a
+/// walk over the set (a selection chain probes its map up to 21 × capacity times). Sets whose
+/// keys hold prefixes (intervals) are walked.
+type Index<'r> = HashMap<(Family, &'r str), HashMap<&'r [Value], &'r Element>>;
+
+/// A ruleset ready to trace many packets.
+pub struct Prepared<'r> {
+    ruleset: &'r Ruleset,
+    index: Index<'r>,
+}
+
+impl<'r> Prepared<'r> {
+    pub fn new(ruleset: &'r Ruleset) -> Prepared<'r> {
+        let mut index = Index::new();
+        for t in &ruleset.tables {
+            for s in &t.sets {
+                let exact = s
+                    .elements
+                    .iter()
+                    .all(|e| !e.key.iter().any(|v| matches!(v, Value::Prefix(_))));
+                if exact && !s.flags.contains(SetFlags::INTERVAL) {
+                    let by_key = s.elements.iter().map(|e| (e.key.as_slice(), e)).collect();
+                    index.insert((t.family, s.name.as_str()), by_key);
+                }
+            }
+        }
+        Prepared { ruleset, index }
+    }
+
+    /// Trace `packet` as seen on a node with `node_addresses`.
+    pub fn trace(&self, node_addresses: &[IpAddr], packet: &Packet) -> Result<Trace, TraceError> {
+        trace_prepared(self, node_addresses, packet)
+    }
+}
+
+fn trace_prepared(
+    prepared: &Prepared,
+    node_addresses: &[IpAddr],
+    packet: &Packet,
+) -> Result<Trace, TraceError> {
+    let ruleset = prepared.ruleset;
     let family = match packet.dst {
         IpAddr::V4(_) => Family::Ipv4,
         IpAddr::V6(_) => Family::Ipv6,
@@ -159,6 +204,7 @@ pub fn trace(
     };
     let t = Tracer {
         table,
+        index: &prepared.index,
         node_addresses,
         packet,
     };
@@ -279,11 +325,12 @@ fn endpoint(a: IpAddr, port: u16) -> String {
 
 struct Tracer<'a> {
     table: &'a Table,
+    index: &'a Index<'a>,
     node_addresses: &'a [IpAddr],
     packet: &'a Packet,
 }
 
-impl Tracer<'_> {
+impl<'a> Tracer<'a> {
     /// Every base chain on `hook` (filter and nat alike), in priority order. `accept` ends one
     /// base chain, not the hook; `drop` and `reject` end the packet.
     fn hook(&self, hook: Hook, state: State) -> Result<Vec<(State, Flow)>, TraceError> {
@@ -381,7 +428,7 @@ impl Tracer<'_> {
                     Statement::VerdictMap { key, map } => {
                         let set = self.set(map)?;
                         let keys = self.key(key, &s)?;
-                        match lookup(set, &keys) {
+                        match self.lookup(set, &keys) {
                             Some(Element {
                                 data: Some(ElementData::Verdict(v)),
                                 ..
@@ -412,7 +459,7 @@ impl Tracer<'_> {
                         let mut hits: Vec<((IpAddr, u16), f64)> = Vec::new();
                         let mut missed = 0.0;
                         for (p, keys) in self.keys_with_numgen(key, &s)? {
-                            match lookup(set, &keys) {
+                            match self.lookup(set, &keys) {
                                 Some(Element {
                                     data: Some(ElementData::Values(v)),
                                     ..
@@ -484,7 +531,14 @@ impl Tracer<'_> {
         })
     }
 
-    fn set(&self, name: &str) -> Result<&Set, TraceError> {
+    fn lookup(&self, set: &'a Set, key: &[Value]) -> Option<&'a Element> {
+        match self.index.get(&(self.table.family, set.name.as_str())) {
+            Some(by_key) => by_key.get(key).copied(),
+            None => lookup(set, key),
+        }
+    }
+
+    fn set(&self, name: &str) -> Result<&'a Set, TraceError> {
         self.table
             .set(name)
             .ok_or_else(|| TraceError(format!("no set {name}")))
@@ -569,7 +623,7 @@ impl Tracer<'_> {
                 Match::Lookup { key, set, negate } => {
                     let keys = self.key(key, s)?;
                     let found = match set {
-                        SetRef::Named(n) => lookup(self.set(n)?, &keys).is_some(),
+                        SetRef::Named(n) => self.lookup(self.set(n)?, &keys).is_some(),
                         SetRef::Anonymous(values) => {
                             values.iter().any(|v| value_matches(v, &keys[0]))
                         }

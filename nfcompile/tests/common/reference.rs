@@ -354,24 +354,24 @@ pub fn packets(c: &Cluster) -> Vec<Packet> {
 /// What the tracer says for `p`, in the reference model's terms; `Err` when its branches end
 /// in different kinds of outcome (never the case for a first packet).
 pub fn traced(
-    ruleset: &nfcompile::model::Ruleset,
+    prepared: &nfcompile::trace::Prepared,
     c: &Cluster,
     p: &Packet,
 ) -> Result<Expected, String> {
     use nfcompile::trace::{self, Outcome};
-    let t = trace::trace(
-        ruleset,
-        &c.node.addresses,
-        &trace::Packet {
-            proto: p.proto,
-            src: p.src,
-            src_port: 40000,
-            dst: p.dst,
-            dst_port: p.port,
-            origin: p.origin,
-        },
-    )
-    .map_err(|e| e.to_string())?;
+    let t = prepared
+        .trace(
+            &c.node.addresses,
+            &trace::Packet {
+                proto: p.proto,
+                src: p.src,
+                src_port: 40000,
+                dst: p.dst,
+                dst_port: p.port,
+                origin: p.origin,
+            },
+        )
+        .map_err(|e| e.to_string())?;
     let mut dnat = BTreeSet::new();
     let mut other = BTreeSet::new();
     for b in &t.branches {
@@ -403,10 +403,11 @@ pub fn traced(
 /// packets checked, or the first disagreement.
 pub fn check(c: &Cluster) -> Result<usize, String> {
     let ruleset = nfcompile::compile(c).map_err(|e| format!("does not compile: {e}"))?;
+    let prepared = nfcompile::trace::Prepared::new(&ruleset);
     let packets = packets(c);
     for p in &packets {
         let want = expect(c, p);
-        let got = traced(&ruleset, c, p)?;
+        let got = traced(&prepared, c, p)?;
         if got != want {
             return Err(format!(
                 "{:?} {:?} {} → {}:{}: the reference says {want:?}, the tracer {got:?}",
