@@ -216,6 +216,16 @@ pub fn slots(weights: &[u32]) -> impl Iterator<Item = (u32, usize)> + '_ {
         .map(|(slot, i)| (slot as u32, i))
 }
 
+/// How many slots [`slots`] fills for `n` endpoints of weight 1.
+fn slots_filled(n: usize) -> u32 {
+    let capacity = slot_capacity(n) as usize;
+    if n == 0 {
+        0
+    } else {
+        ((capacity / 2).div_ceil(n).max(1) * n) as u32
+    }
+}
+
 fn weights(targets: &[Target]) -> Vec<u32> {
     targets.iter().map(|t| t.weight).collect()
 }
@@ -622,10 +632,29 @@ impl<'a> FamilyLowering<'a> {
             } else {
                 (0, &targets.cluster)
             };
-            for (slot, i) in list_slots(l, list) {
+            let mut add = |slot: u32, i: usize| {
                 let mut k = key.to_vec();
                 k.push(Value::Integer(offset + slot));
                 map.push(element(k, Some(target_data(&list[i])), None));
+            };
+            match l.maglev {
+                Some(m) => {
+                    for (slot, i) in maglev::table(list, m).into_iter().enumerate() {
+                        add(slot as u32, i);
+                    }
+                }
+                // Equal weights (the common case) need no list of them.
+                None if list.iter().all(|t| t.weight == 1) => {
+                    let n = list.len();
+                    for slot in 0..slots_filled(n) {
+                        add(slot, slot as usize % n);
+                    }
+                }
+                None => {
+                    for (slot, i) in slots(&weights(list)) {
+                        add(slot, i);
+                    }
+                }
             }
         }
         if affinity {
@@ -1370,10 +1399,11 @@ fn affinity_chain_name(timeout: u32) -> String {
 /// `local` says which slots hold the list; round robin and Maglev need at least one endpoint
 /// (an empty list keeps the random selection, which ends in `drop`).
 fn list(targets: &[Target], local: bool, svc: &Service) -> List {
-    let filled = slots(&weights(targets)).count() as u32;
     let lb = svc.load_balancing;
-    let round_robin = (lb == LoadBalancing::RoundRobin && filled > 0).then_some(filled);
-    let maglev = (lb == LoadBalancing::Maglev && filled > 0).then_some(svc.maglev_table_size);
+    let round_robin = (lb == LoadBalancing::RoundRobin && !targets.is_empty())
+        .then(|| slots(&weights(targets)).count() as u32);
+    let maglev =
+        (lb == LoadBalancing::Maglev && !targets.is_empty()).then_some(svc.maglev_table_size);
     List {
         local,
         // The capacity class only matters to random selection: lists that select otherwise
@@ -1390,18 +1420,6 @@ fn list(targets: &[Target], local: bool, svc: &Service) -> List {
 
 fn non_empty(targets: &[Target], local: bool, svc: &Service) -> Option<List> {
     (!targets.is_empty()).then(|| list(targets, local, svc))
-}
-
-/// (slot, endpoint index) of every filled slot of `list`.
-fn list_slots(list: List, targets: &[Target]) -> Vec<(u32, usize)> {
-    match list.maglev {
-        Some(m) => maglev::table(targets, m)
-            .into_iter()
-            .enumerate()
-            .map(|(slot, i)| (slot as u32, i))
-            .collect(),
-        None => slots(&weights(targets)).collect(),
-    }
 }
 
 fn addr_key(ip: IpAddr, proto: Protocol, port: u16) -> Vec<Value> {
