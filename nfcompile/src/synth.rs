@@ -113,6 +113,13 @@ impl Choices for Rng {
     }
 }
 
+/// Bounds of [`random`]'s services: endpoints per service, weight of one endpoint, and the
+/// Maglev table sizes it picks, each of which must hold the largest list (else the cluster
+/// is invalid: a fuzzer found that with 13 entries for 6 endpoints of weight 4).
+pub const RANDOM_MAX_ENDPOINTS: usize = 6;
+pub const RANDOM_MAX_WEIGHT: u32 = 4;
+pub const RANDOM_MAGLEV_SIZES: [u32; 2] = [31, 251];
+
 /// A random but valid cluster of up to `services` services, exercising every feature the
 /// lowering has: families, protocols, traffic policies, affinity, source ranges, node ports,
 /// endpoint conditions, masquerade settings and pod detection modes.
@@ -248,12 +255,12 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
             0..=14 => svc.load_balancing = crate::ir::LoadBalancing::RoundRobin,
             15..=29 => {
                 svc.load_balancing = crate::ir::LoadBalancing::Maglev;
-                svc.maglev_table_size = [13, 31][r.below(2) as usize];
+                svc.maglev_table_size = RANDOM_MAGLEV_SIZES[r.below(2) as usize];
             }
             _ => {}
         }
         let zones = r.chance(30);
-        for _ in 0..r.below(7) {
+        for _ in 0..r.below(RANDOM_MAX_ENDPOINTS as u64 + 1) {
             let n = take();
             let ipv4 = families[r.below(families.len() as u64) as usize];
             let ready = r.chance(80);
@@ -272,7 +279,7 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
                     for_nodes: vec![],
                 }),
                 weight: if r.chance(15) {
-                    1 + r.below(4) as u32
+                    1 + r.below(RANDOM_MAX_WEIGHT as u64) as u32
                 } else {
                     1
                 },
@@ -294,6 +301,14 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
 
 #[cfg(test)]
 mod tests {
+    /// Regression (fuzz/seeds/diff_pairs/crash-86a19ccc…): every Maglev table the generator
+    /// picks holds its largest possible list.
+    #[test]
+    fn random_maglev_tables_hold_the_largest_list() {
+        let largest = super::RANDOM_MAX_ENDPOINTS as u32 * super::RANDOM_MAX_WEIGHT;
+        assert!(super::RANDOM_MAGLEV_SIZES.iter().all(|m| *m >= largest));
+    }
+
     #[test]
     fn random_clusters_are_valid_and_deterministic() {
         for seed in 0..200 {
