@@ -170,12 +170,19 @@ enum Keyed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct List {
     local: bool,
-    capacity: u32,
-    /// Round robin over exactly this many filled slots (`numgen inc mod n`, no misses), for
-    /// services that ask for it; such lists re-point their frontend when the count changes.
-    round_robin: Option<u32>,
-    /// A Maglev table of this many entries ([`maglev`]), selected by a hash of the client.
-    maglev: Option<u32>,
+    selection: Selection,
+}
+
+/// How a selection chain picks a slot of its list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Selection {
+    /// Random draws over a capacity class (rejection sampling; see [`slots`]).
+    Random { capacity: u32 },
+    /// In turn over exactly this many filled slots (`numgen inc mod n`, no misses); such lists
+    /// re-point their frontend when the count changes.
+    RoundRobin { filled: u32 },
+    /// A Maglev table of this many entries ([`maglev`]), picked by a hash of the client.
+    Maglev { size: u32 },
 }
 
 /// Smallest slot capacity: lists of 1 to 8 endpoints share one selection chain, so a
@@ -198,36 +205,40 @@ pub fn slot_capacity(total: usize) -> u32 {
 /// probability ≥ 1/2, and each endpoint in proportion to its weight (equal weights: endpoint
 /// `i` holds `i, i + n, i + 2n, …`). Slot 0 is always filled. Yields (slot, endpoint index).
 pub fn slots(weights: &[u32]) -> impl Iterator<Item = (u32, usize)> + '_ {
-    let total: usize = weights.iter().map(|w| *w as usize).sum();
-    let capacity = slot_capacity(total) as usize;
-    let copies = if total == 0 {
-        0
-    } else {
-        (capacity / 2).div_ceil(total).max(1)
-    };
-    let one_copy = weights
-        .iter()
-        .enumerate()
-        .flat_map(|(i, w)| std::iter::repeat_n(i, *w as usize));
-    one_copy
-        .cycle()
-        .take(copies * total)
-        .enumerate()
-        .map(|(slot, i)| (slot as u32, i))
+    slots_of(weights.len(), |i| weights[i])
 }
 
-/// How many slots [`slots`] fills for `n` endpoints of weight 1.
-fn slots_filled(n: usize) -> u32 {
-    let capacity = slot_capacity(n) as usize;
-    if n == 0 {
-        0
-    } else {
-        ((capacity / 2).div_ceil(n).max(1) * n) as u32
+/// How many slots [`slots`] fills for lists whose weights add up to `total`.
+fn slots_filled(total: usize) -> usize {
+    if total == 0 {
+        return 0;
     }
+    let capacity = slot_capacity(total) as usize;
+    (capacity / 2).div_ceil(total).max(1) * total
 }
 
-fn weights(targets: &[Target]) -> Vec<u32> {
-    targets.iter().map(|t| t.weight).collect()
+/// [`slots`] of `n` endpoints whose weights `weight` gives, without collecting them.
+fn slots_of(n: usize, weight: impl Fn(usize) -> u32) -> impl Iterator<Item = (u32, usize)> {
+    let total: usize = (0..n).map(|i| weight(i) as usize).sum();
+    let one_copy: Vec<usize> = if (0..n).all(|i| weight(i) == 1) {
+        Vec::new() // equal weights: slot s is endpoint s mod n
+    } else {
+        (0..n)
+            .flat_map(|i| std::iter::repeat_n(i, weight(i) as usize))
+            .collect()
+    };
+    (0..slots_filled(total)).map(move |slot| {
+        let i = if one_copy.is_empty() {
+            slot % n
+        } else {
+            one_copy[slot % total]
+        };
+        (slot as u32, i)
+    })
+}
+
+fn total_weight(targets: &[Target]) -> usize {
+    targets.iter().map(|t| t.weight as usize).sum()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -326,10 +337,10 @@ impl Behaviour {
 }
 
 fn list_token(list: List) -> String {
-    let size = match (list.round_robin, list.maglev) {
-        (Some(n), _) => format!("rr{n}"),
-        (_, Some(m)) => format!("mg{m}"),
-        _ => list.capacity.to_string(),
+    let size = match list.selection {
+        Selection::Random { capacity } => capacity.to_string(),
+        Selection::RoundRobin { filled } => format!("rr{filled}"),
+        Selection::Maglev { size } => format!("mg{size}"),
     };
     if list.local {
         format!("l{size}")
@@ -339,13 +350,13 @@ fn list_token(list: List) -> String {
 }
 
 fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
+    let (kind, size) = match list.selection {
+        Selection::Random { capacity } => ("", capacity),
+        Selection::RoundRobin { filled } => ("rr-", filled),
+        Selection::Maglev { size } => ("maglev-", size),
+    };
     format!(
-        "{}{}{}endpoints{}-{}",
-        match (list.round_robin, list.maglev) {
-            (Some(_), _) => "rr-",
-            (_, Some(_)) => "maglev-",
-            _ => "",
-        },
+        "{kind}{}{}endpoints{}-{size}",
         if keyed == Keyed::NodePort {
             "nodeport-"
         } else {
@@ -353,7 +364,6 @@ fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
         },
         if list.local { "local-" } else { "" },
         shard.suffix(),
-        list.round_robin.or(list.maglev).unwrap_or(list.capacity)
     )
 }
 
@@ -637,21 +647,14 @@ impl<'a> FamilyLowering<'a> {
                 k.push(Value::Integer(offset + slot));
                 map.push(element(k, Some(target_data(&list[i])), None));
             };
-            match l.maglev {
-                Some(m) => {
-                    for (slot, i) in maglev::table(list, m).into_iter().enumerate() {
+            match l.selection {
+                Selection::Maglev { size } => {
+                    for (slot, i) in maglev::table(list, size).into_iter().enumerate() {
                         add(slot as u32, i);
                     }
                 }
-                // Equal weights (the common case) need no list of them.
-                None if list.iter().all(|t| t.weight == 1) => {
-                    let n = list.len();
-                    for slot in 0..slots_filled(n) {
-                        add(slot, slot as usize % n);
-                    }
-                }
-                None => {
-                    for (slot, i) in slots(&weights(list)) {
+                Selection::Random { .. } | Selection::RoundRobin { .. } => {
+                    for (slot, i) in slots_of(list.len(), |i| list[i].weight) {
                         add(slot, i);
                     }
                 }
@@ -823,30 +826,32 @@ impl<'a> FamilyLowering<'a> {
                     comment: None,
                     rules: vec![rule(vec![], vec![select(slot)], Some(&comment))],
                 };
-                if let Some(modulus) = list.maglev {
-                    let hash = Expr::JhashSaddr {
-                        family: f,
-                        modulus,
-                        offset,
-                    };
-                    return one(
-                        hash,
-                        format!("Maglev: the client address picks one of {modulus} entries"),
-                    );
-                }
-                if let Some(modulus) = list.round_robin {
-                    let counter = Expr::NumgenInc { modulus, offset };
-                    return one(counter, format!("round robin over {modulus} slots"));
-                }
+                let capacity = match list.selection {
+                    Selection::Maglev { size: modulus } => {
+                        let hash = Expr::JhashSaddr {
+                            family: f,
+                            modulus,
+                            offset,
+                        };
+                        return one(
+                            hash,
+                            format!("Maglev: the client address picks one of {modulus} entries"),
+                        );
+                    }
+                    Selection::RoundRobin { filled: modulus } => {
+                        let counter = Expr::NumgenInc { modulus, offset };
+                        return one(counter, format!("round robin over {modulus} slots"));
+                    }
+                    Selection::Random { capacity } => capacity,
+                };
                 // A draw over the whole capacity may land on an empty slot: the lookup misses
                 // and the next rule draws again (rejection sampling, so every endpoint stays
                 // equally likely). `mod 1` is slot 0, which every list fills.
                 let mut rules: Vec<Rule> = (0..SELECTION_DRAWS)
-                    .map(|_| rule(vec![], vec![draw(list.capacity)], None))
+                    .map(|_| rule(vec![], vec![draw(capacity)], None))
                     .collect();
                 rules[0].comment = Some(format!(
-                    "{SELECTION_DRAWS} draws over {} slots; an empty slot misses and the next draws again",
-                    list.capacity
+                    "{SELECTION_DRAWS} draws over {capacity} slots; an empty slot misses and the next draws again"
                 ));
                 rules.push(rule(
                     vec![],
@@ -1369,12 +1374,12 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
         .iter()
         .filter(|s| s.cluster_ips.iter().any(|ip| Family::of(ip) == family))
         .map(|s| {
-            let weights: Vec<u32> = s
+            let total: usize = s
                 .endpoints
                 .iter()
                 .filter(|e| Family::of(&e.address) == family)
-                .map(|e| e.weight)
-                .collect();
+                .map(|e| e.weight as usize)
+                .sum();
             let frontends = match keyed {
                 Keyed::Addr => {
                     let external = s
@@ -1387,7 +1392,7 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
                 }
                 Keyed::NodePort => s.ports.iter().filter(|p| p.node_port.is_some()).count(),
             };
-            frontends * slots(&weights).count()
+            frontends * slots_filled(total)
         })
         .sum()
 }
@@ -1399,23 +1404,22 @@ fn affinity_chain_name(timeout: u32) -> String {
 /// `local` says which slots hold the list; round robin and Maglev need at least one endpoint
 /// (an empty list keeps the random selection, which ends in `drop`).
 fn list(targets: &[Target], local: bool, svc: &Service) -> List {
-    let lb = svc.load_balancing;
-    let round_robin = (lb == LoadBalancing::RoundRobin && !targets.is_empty())
-        .then(|| slots(&weights(targets)).count() as u32);
-    let maglev =
-        (lb == LoadBalancing::Maglev && !targets.is_empty()).then_some(svc.maglev_table_size);
-    List {
-        local,
-        // The capacity class only matters to random selection: lists that select otherwise
-        // are one list (and one chain) per count or table size.
-        capacity: if round_robin.is_some() || maglev.is_some() {
-            0
-        } else {
-            slot_capacity(targets.iter().map(|t| t.weight as usize).sum())
+    let total = total_weight(targets);
+    let selection = match svc.load_balancing {
+        _ if total == 0 => Selection::Random {
+            capacity: slot_capacity(0),
         },
-        round_robin,
-        maglev,
-    }
+        LoadBalancing::Random => Selection::Random {
+            capacity: slot_capacity(total),
+        },
+        LoadBalancing::RoundRobin => Selection::RoundRobin {
+            filled: slots_filled(total) as u32,
+        },
+        LoadBalancing::Maglev => Selection::Maglev {
+            size: svc.maglev_table_size,
+        },
+    };
+    List { local, selection }
 }
 
 fn non_empty(targets: &[Target], local: bool, svc: &Service) -> Option<List> {

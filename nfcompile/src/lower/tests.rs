@@ -275,11 +275,7 @@ fn slots_fill_half_the_capacity_evenly() {
         assert!(per.iter().all(|&c| c == per[0]), "{len}: {per:?}");
     }
     for len in 0..=100 {
-        assert_eq!(
-            slots_filled(len) as usize,
-            slots(&vec![1; len]).count(),
-            "{len}"
-        );
+        assert_eq!(slots_filled(len), slots(&vec![1; len]).count(), "{len}");
     }
     assert_eq!(slot_capacity(1), MIN_SLOT_CAPACITY);
     assert_eq!(slot_capacity(8), 8);
