@@ -221,28 +221,21 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 s.elapsed.as_secs_f64() * 1000.0
             );
             // Clients pinned to an endpoint that left must not be sent to it any more.
-            use nfcompile::incremental::{stale_in, Leftover};
-            let stale = stale_in(&tx, &ruleset, Leftover::AffinityEntries);
+            // Clients pinned by affinity, and UDP flows that keep sending, must not stay with
+            // an endpoint that left.
+            let stale = nfcompile::incremental::stale_in(&tx, &ruleset);
             if !stale.is_empty() {
                 let connection =
                     nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
-                let mut reader = nfcompile_netlink::SetReader::open().map_err(|e| e.to_string())?;
-                let cleared =
-                    nfcompile_netlink::clear_affinity(&connection, &mut reader, &ruleset, &stale)
+                let (affinity, udp) =
+                    nfcompile_netlink::clear_stale(&connection, &mut None, &ruleset, &stale)
                         .map_err(|e| e.to_string())?;
-                watch.lap("affinity cleanup");
-                if cleared > 0 {
-                    println!("session affinity: {cleared} entries of removed endpoints deleted");
+                watch.lap("affinity and conntrack cleanup");
+                if affinity > 0 {
+                    println!("session affinity: {affinity} entries of removed endpoints deleted");
                 }
-            }
-            // A UDP client that keeps sending would stay with a removed endpoint.
-            let udp = stale_in(&tx, &ruleset, Leftover::UdpFlows);
-            if !udp.is_empty() {
-                let deleted = nfcompile_netlink::conntrack::delete_udp_flows(&udp)
-                    .map_err(|e| format!("deleting UDP conntrack entries: {e}"))?;
-                watch.lap("conntrack cleanup");
-                if deleted > 0 {
-                    println!("conntrack: {deleted} UDP flows to removed endpoints deleted");
+                if udp > 0 {
+                    println!("conntrack: {udp} UDP flows to removed endpoints deleted");
                 }
             }
             Ok(ExitCode::SUCCESS)

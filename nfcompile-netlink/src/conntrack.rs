@@ -88,7 +88,7 @@ fn family_number(f: Family) -> u8 {
 }
 
 /// Delete the UDP conntrack entries that `stale` describes (from
-/// [`nfcompile::incremental::Incremental::stale`] with `Leftover::UdpFlows`); how many. Call it
+/// `udp_flows` of [`nfcompile::incremental::Incremental::stale`]); how many. Call it
 /// after the commit that removed the endpoints, so no new flow can be DNATed to them.
 pub fn delete_udp_flows(stale: &[StaleEndpoint]) -> io::Result<usize> {
     if stale.is_empty() {

@@ -22,4 +22,4 @@ pub use readback::{
     generation_now, normalize, read_set_elements, readback, readback_with_generation,
     ReadbackError, SetReader,
 };
-pub use sync::{clear_affinity, SyncError, SyncReport, Syncer};
+pub use sync::{clear_affinity, clear_stale, SyncError, SyncReport, Syncer};

@@ -37,7 +37,7 @@
 use std::time::{Duration, Instant};
 
 use nfcompile::diff::{diff, Transaction};
-use nfcompile::incremental::{stale_in, Change, Incremental, Leftover, StaleEndpoint};
+use nfcompile::incremental::{stale_in, Change, Incremental, Stale, StaleEndpoint};
 use nfcompile::ir::Cluster;
 use nfcompile::model::{Element, Ruleset};
 
@@ -147,13 +147,9 @@ impl Syncer {
                 let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
-                let stale = inc.stale(&tx, Leftover::AffinityEntries);
-                if !stale.is_empty() {
-                    let reader = reader(&mut self.reader)?;
-                    report.affinity_cleared =
-                        clear_affinity(connection, reader, inc.shells(), &stale)?;
-                }
-                report.udp_flows_cleared = clear_udp(&inc.stale(&tx, Leftover::UdpFlows))?;
+                let stale = inc.stale(&tx);
+                (report.affinity_cleared, report.udp_flows_cleared) =
+                    clear_stale(connection, &mut self.reader, inc.shells(), &stale)?;
                 report.elapsed = start.elapsed();
                 Ok(report)
             }
@@ -185,12 +181,9 @@ impl Syncer {
             start,
         )?;
         self.trusted = true;
-        let stale = stale_in(&tx, desired, Leftover::AffinityEntries);
-        if !stale.is_empty() {
-            let reader = reader(&mut self.reader)?;
-            report.affinity_cleared = clear_affinity(connection, reader, desired, &stale)?;
-        }
-        report.udp_flows_cleared = clear_udp(&stale_in(&tx, desired, Leftover::UdpFlows))?;
+        let stale = stale_in(&tx, desired);
+        (report.affinity_cleared, report.udp_flows_cleared) =
+            clear_stale(connection, &mut self.reader, desired, &stale)?;
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -269,9 +262,22 @@ pub fn clear_affinity(
     Ok(cleared)
 }
 
-/// UDP conntrack entries of removed endpoints (see [`crate::conntrack`]); how many.
-fn clear_udp(stale: &[StaleEndpoint]) -> Result<usize, SyncError> {
-    crate::conntrack::delete_udp_flows(stale).map_err(SyncError::Conntrack)
+/// After the commit that removed endpoints: delete the affinity entries (reading the affinity
+/// map only if some are stale; `set_reader` is opened then and kept) and the UDP conntrack
+/// entries that point at them. Returns (affinity entries, UDP flows) deleted.
+pub fn clear_stale(
+    connection: &Connection,
+    set_reader: &mut Option<SetReader>,
+    tables: &Ruleset,
+    stale: &Stale,
+) -> Result<(usize, usize), SyncError> {
+    let mut affinity = 0;
+    if !stale.affinity_entries.is_empty() {
+        let reader = reader(set_reader)?;
+        affinity = clear_affinity(connection, reader, tables, &stale.affinity_entries)?;
+    }
+    let udp = crate::conntrack::delete_udp_flows(&stale.udp_flows).map_err(SyncError::Conntrack)?;
+    Ok((affinity, udp))
 }
 
 fn commit(

@@ -29,7 +29,7 @@ use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
-pub use stale::{stale_in, Leftover, StaleEndpoint};
+pub use stale::{stale_in, Stale, StaleEndpoint};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,9 +212,9 @@ impl Incremental {
         }
     }
 
-    /// Session-affinity entries `tx` (the last [`Incremental::update`]) leaves pointing at
-    /// endpoints their frontend no longer has; delete them after committing `tx`.
-    pub fn stale(&self, tx: &Transaction, what: Leftover) -> Vec<StaleEndpoint> {
+    /// Affinity entries and UDP flows `tx` (the last [`Incremental::update`]) leaves pointing
+    /// at endpoints their frontend no longer has; delete them after committing `tx`.
+    pub fn stale(&self, tx: &Transaction) -> Stale {
         let get = |family: Family, set: &str, key: &[crate::model::Value]| {
             self.tables
                 .get(&family)
@@ -223,7 +223,6 @@ impl Incremental {
         };
         stale::stale(
             tx,
-            what,
             |family, set, key| match get(family, set, key)?.data.as_ref()? {
                 crate::model::ElementData::Values(v) => Some(v.clone()),
                 _ => None,

@@ -15,13 +15,19 @@ use crate::ir::Protocol;
 use crate::lower::{names, LOCAL_SLOT_OFFSET};
 use crate::model::{Element, ElementData, Family, Ruleset, Value};
 
-/// Which packet-made state to look for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Leftover {
-    /// Entries of the session-affinity map (frontends with affinity only).
-    AffinityEntries,
-    /// UDP conntrack entries (UDP frontends only).
-    UdpFlows,
+/// The packet-made state a commit leaves pointing at endpoints that left their frontend.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stale {
+    /// Pairs whose frontend has session affinity: their affinity-map entries must go.
+    pub affinity_entries: Vec<StaleEndpoint>,
+    /// Pairs of UDP frontends: their conntrack entries must go.
+    pub udp_flows: Vec<StaleEndpoint>,
+}
+
+impl Stale {
+    pub fn is_empty(&self) -> bool {
+        self.affinity_entries.is_empty() && self.udp_flows.is_empty()
+    }
 }
 
 /// One frontend that no longer has an endpoint, whose packet-made state must go.
@@ -52,17 +58,16 @@ fn is_endpoint_map(set: &str) -> bool {
     set.starts_with(names::ENDPOINTS) || set.starts_with(names::NODEPORT_ENDPOINTS)
 }
 
-/// Stale (frontend, endpoint) pairs after `tx`: endpoint-map elements it deletes whose frontend
-/// holds that endpoint in no slot any more and can have the `what` state (affinity: the
-/// frontend has affinity; UDP flows: it is a UDP frontend). `slot` looks an element up in the
-/// state after the commit (endpoint map, key); `has_affinity` says whether a frontend key has
-/// an affinity element after the commit.
+/// Stale (frontend, endpoint) pairs after `tx`, in one pass: endpoint-map elements it deletes
+/// whose frontend holds that endpoint in no slot any more, for frontends that can have such
+/// state (with affinity, or UDP). `slot` looks an element up in the state after the commit
+/// (endpoint map, key); `has_affinity` says whether a frontend key has an affinity element
+/// after the commit.
 pub(crate) fn stale(
     tx: &Transaction,
-    what: Leftover,
     slot: impl Fn(Family, &str, &[Value]) -> Option<Vec<Value>>,
     has_affinity: impl Fn(Family, &[Value]) -> bool,
-) -> Vec<StaleEndpoint> {
+) -> Stale {
     // Frontends whose affinity element this transaction deletes had affinity too.
     let mut dropped: FxHashSet<(Family, &[Value])> = FxHashSet::default();
     for op in &tx.ops {
@@ -77,7 +82,8 @@ pub(crate) fn stale(
             }
         }
     }
-    let mut out: Vec<StaleEndpoint> = Vec::new();
+    let mut out = Stale::default();
+    let mut seen: FxHashSet<StaleEndpoint> = FxHashSet::default();
     for op in &tx.ops {
         let Op::DeleteElements {
             table,
@@ -97,13 +103,9 @@ pub(crate) fn stale(
             else {
                 continue;
             };
-            let wanted = match what {
-                Leftover::AffinityEntries => {
-                    has_affinity(family, frontend) || dropped.contains(&(family, frontend))
-                }
-                Leftover::UdpFlows => frontend.contains(&Value::Proto(Protocol::Udp)),
-            };
-            if !wanted {
+            let affinity = has_affinity(family, frontend) || dropped.contains(&(family, frontend));
+            let udp = frontend.contains(&Value::Proto(Protocol::Udp));
+            if !affinity && !udp {
                 continue;
             }
             // Slots are filled densely from each list's first slot.
@@ -121,8 +123,13 @@ pub(crate) fn stale(
                 frontend: frontend.to_vec(),
                 endpoint: endpoint.clone(),
             };
-            if !still_there && !out.contains(&pair) {
-                out.push(pair);
+            if !still_there && seen.insert(pair.clone()) {
+                if udp {
+                    out.udp_flows.push(pair.clone());
+                }
+                if affinity {
+                    out.affinity_entries.push(pair);
+                }
             }
         }
     }
@@ -130,7 +137,7 @@ pub(crate) fn stale(
 }
 
 /// [`stale`] against a whole desired ruleset, for callers that diffed whole models.
-pub fn stale_in(tx: &Transaction, desired: &Ruleset, what: Leftover) -> Vec<StaleEndpoint> {
+pub fn stale_in(tx: &Transaction, desired: &Ruleset) -> Stale {
     let touched: FxHashSet<(Family, &str)> = tx
         .ops
         .iter()
@@ -142,7 +149,7 @@ pub fn stale_in(tx: &Transaction, desired: &Ruleset, what: Leftover) -> Vec<Stal
         })
         .collect();
     if touched.is_empty() {
-        return Vec::new();
+        return Stale::default();
     }
     type Index<'a> = FxHashMap<&'a [Value], &'a Vec<Value>>;
     let mut maps: FxHashMap<(Family, &str), Index> = FxHashMap::default();
@@ -166,7 +173,6 @@ pub fn stale_in(tx: &Transaction, desired: &Ruleset, what: Leftover) -> Vec<Stal
     }
     stale(
         tx,
-        what,
         |f, set, key| {
             maps.get(&(f, set))
                 .and_then(|m| m.get(key))

@@ -250,25 +250,22 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
     // One endpoint fewer: its entries at the cluster IP and at the node port.
     let tx = inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
     let want = vec![(2, endpoint("10.244.1.3")), (3, endpoint("10.244.1.3"))];
-    assert_eq!(pairs(inc.stale(&tx, Leftover::AffinityEntries)), want);
-    assert_eq!(
-        pairs(stale_in(&tx, &inc.expected(), Leftover::AffinityEntries)),
-        want
-    );
+    assert_eq!(pairs(inc.stale(&tx).affinity_entries), want);
+    assert_eq!(pairs(stale_in(&tx, &inc.expected()).affinity_entries), want);
 
     // One more, and endpoints of a service without affinity: nothing.
     let tx = inc.update(&[Change::Upsert(svc(&three))]).unwrap();
-    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
+    assert!(inc.stale(&tx).affinity_entries.is_empty());
     let mut fewer = plain.clone();
     fewer.endpoints.pop();
     let tx = inc.update(&[Change::Upsert(fewer)]).unwrap();
-    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
+    assert!(inc.stale(&tx).affinity_entries.is_empty());
 
     // Scaling 2 → 1 rewrites slots of the survivor too; only the one that left is stale.
     inc.update(&[Change::Upsert(svc(&three[..2]))]).unwrap();
     let tx = inc.update(&[Change::Upsert(svc(&three[..1]))]).unwrap();
     assert_eq!(
-        pairs(inc.stale(&tx, Leftover::AffinityEntries)),
+        pairs(inc.stale(&tx).affinity_entries),
         vec![(2, endpoint("10.244.1.2")), (3, endpoint("10.244.1.2"))]
     );
 
@@ -280,7 +277,7 @@ fn affinity_entries_of_a_removed_endpoint_are_stale() {
         }])
         .unwrap();
     assert_eq!(
-        pairs(inc.stale(&tx, Leftover::AffinityEntries)),
+        pairs(inc.stale(&tx).affinity_entries),
         vec![(2, endpoint("10.244.1.1")), (3, endpoint("10.244.1.1"))]
     );
 
@@ -339,8 +336,8 @@ fn udp_flows_of_a_removed_endpoint_are_stale_and_only_for_udp() {
         ],
         endpoint: vec![Value::Addr(ip("10.244.1.2")), Value::Port(5353)],
     }];
-    assert_eq!(inc.stale(&tx, Leftover::UdpFlows), want);
-    assert_eq!(stale_in(&tx, &inc.expected(), Leftover::UdpFlows), want);
+    assert_eq!(inc.stale(&tx).udp_flows, want);
+    assert_eq!(stale_in(&tx, &inc.expected()).udp_flows, want);
     // Neither service has affinity.
-    assert!(inc.stale(&tx, Leftover::AffinityEntries).is_empty());
+    assert!(inc.stale(&tx).affinity_entries.is_empty());
 }
