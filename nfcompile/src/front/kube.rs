@@ -29,6 +29,10 @@ pub const LOAD_BALANCING_ANNOTATION: &str = "nfcompile.io/load-balancing";
 pub const MAGLEV_TABLE_SIZE_ANNOTATION: &str = "nfcompile.io/maglev-table-size";
 const WEIGHTS_FIELD: &str = "metadata.annotations[nfcompile.io/weights]";
 
+fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
 /// The fields of `kubeproxy.config.k8s.io/v1alpha1` `KubeProxyConfiguration` that shape rules.
 /// Not in `k8s-openapi` (it is a component config, not an API object).
 #[derive(Debug, Default, Deserialize)]
@@ -139,11 +143,7 @@ impl Converter {
     /// The slice's `nfcompile.io/weights` annotation, address → weight.
     fn weights(&mut self, object: &str, meta: &ObjectMeta) -> BTreeMap<IpAddr, u32> {
         let mut out = BTreeMap::new();
-        let Some(text) = meta
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(WEIGHTS_ANNOTATION))
-        else {
+        let Some(text) = annotation(meta, WEIGHTS_ANNOTATION) else {
             return out;
         };
         for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -459,12 +459,7 @@ impl Converter {
             .map(|(i, r)| (format!("spec.loadBalancerSourceRanges[{i}]"), r.clone()))
             .collect();
         if range_texts.is_empty() {
-            if let Some(annotation) = svc
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(SOURCE_RANGES_ANNOTATION))
-            {
+            if let Some(annotation) = annotation(&svc.metadata, SOURCE_RANGES_ANNOTATION) {
                 let field = format!("metadata.annotations[{SOURCE_RANGES_ANNOTATION}]");
                 range_texts = annotation
                     .split(',')
@@ -477,32 +472,22 @@ impl Converter {
             .iter()
             .filter_map(|(field, text)| self.cidr(&object, field, text))
             .collect();
-        let load_balancing = match svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LOAD_BALANCING_ANNOTATION))
-            .map(|t| t.trim())
-        {
-            None | Some("random") => LoadBalancing::Random,
-            Some("round-robin") => LoadBalancing::RoundRobin,
-            Some("maglev") => LoadBalancing::Maglev,
-            Some(other) => {
-                self.err(
-                    &object,
-                    format!("metadata.annotations[{LOAD_BALANCING_ANNOTATION}]"),
-                    format!("{other:?} is not one of random, round-robin, maglev"),
-                );
-                LoadBalancing::Random
-            }
-        };
+        let load_balancing =
+            match annotation(&svc.metadata, LOAD_BALANCING_ANNOTATION).map(str::trim) {
+                None | Some("random") => LoadBalancing::Random,
+                Some("round-robin") => LoadBalancing::RoundRobin,
+                Some("maglev") => LoadBalancing::Maglev,
+                Some(other) => {
+                    self.err(
+                        &object,
+                        format!("metadata.annotations[{LOAD_BALANCING_ANNOTATION}]"),
+                        format!("{other:?} is not one of random, round-robin, maglev"),
+                    );
+                    LoadBalancing::Random
+                }
+            };
         let maglev_field = format!("metadata.annotations[{MAGLEV_TABLE_SIZE_ANNOTATION}]");
-        let maglev_table_size = match svc
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(MAGLEV_TABLE_SIZE_ANNOTATION))
-        {
+        let maglev_table_size = match annotation(&svc.metadata, MAGLEV_TABLE_SIZE_ANNOTATION) {
             None => DEFAULT_MAGLEV_TABLE_SIZE,
             Some(text) => text.trim().parse().unwrap_or_else(|_| {
                 self.err(&object, &maglev_field, format!("{text:?} is not a number"));

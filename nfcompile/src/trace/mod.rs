@@ -179,106 +179,98 @@ impl<'r> Prepared<'r> {
 
     /// Trace `packet` as seen on a node with `node_addresses`.
     pub fn trace(&self, node_addresses: &[IpAddr], packet: &Packet) -> Result<Trace, TraceError> {
-        trace_prepared(self, node_addresses, packet)
-    }
-}
-
-fn trace_prepared(
-    prepared: &Prepared,
-    node_addresses: &[IpAddr],
-    packet: &Packet,
-) -> Result<Trace, TraceError> {
-    let ruleset = prepared.ruleset;
-    let family = match packet.dst {
-        IpAddr::V4(_) => Family::Ipv4,
-        IpAddr::V6(_) => Family::Ipv6,
-    };
-    let Some(table) = ruleset.tables.iter().find(|t| t.family == family) else {
-        return Ok(Trace {
-            branches: vec![Branch {
-                probability: 1.0,
-                steps: vec![],
-                outcome: Outcome::Accept { masquerade: false },
-            }],
-        });
-    };
-    let t = Tracer {
-        table,
-        index: &prepared.index,
-        node_addresses,
-        packet,
-    };
-    // The first hook: `output` for the node's own packets, `prerouting` for arriving ones.
-    let first = if packet.origin == Origin::Node {
-        Hook::Output
-    } else {
-        Hook::Prerouting
-    };
-    let start = State {
-        probability: 1.0,
-        steps: Vec::new(),
-        mark: 0,
-        dst: packet.dst,
-        dst_port: packet.dst_port,
-        dnat: false,
-    };
-    let mut branches = Vec::new();
-    for (mut state, flow) in t.hook(first, start)? {
-        if let Some(outcome) = stopped(&flow) {
-            branches.push(branch(state, outcome));
-            continue;
-        }
-        // The routing decision sees the destination after DNAT: a packet for one of this
-        // node's addresses goes up to `input`, anything else is forwarded (or, for the node's
-        // own packets, sent) and leaves through `postrouting`.
-        let delivered = packet.origin != Origin::Node && t.local(state.dst);
-        let after: Vec<Hook> = if delivered {
-            state.steps.push("route: local delivery (input)".into());
-            vec![Hook::Input]
-        } else if packet.origin == Origin::Node {
-            state
-                .steps
-                .push("route: out of this node (postrouting)".into());
-            vec![Hook::Postrouting]
-        } else {
-            state
-                .steps
-                .push("route: forwarded (forward, postrouting)".into());
-            vec![Hook::Forward, Hook::Postrouting]
+        let ruleset = self.ruleset;
+        let family = match packet.dst {
+            IpAddr::V4(_) => Family::Ipv4,
+            IpAddr::V6(_) => Family::Ipv6,
         };
-        let mut states = vec![(state, Flow::Continue)];
-        for hook in after {
-            let mut next = Vec::new();
-            for (s, f) in states {
-                if stopped(&f).is_some() {
-                    next.push((s, f));
-                } else {
-                    next.extend(t.hook(hook, s)?);
-                }
+        let Some(table) = ruleset.tables.iter().find(|t| t.family == family) else {
+            return Ok(Trace {
+                branches: vec![Branch {
+                    probability: 1.0,
+                    steps: vec![],
+                    outcome: Outcome::Accept { masquerade: false },
+                }],
+            });
+        };
+        let t = Tracer {
+            table,
+            index: &self.index,
+            node_addresses,
+            packet,
+        };
+        // The first hook: `output` for the node's own packets, `prerouting` for arriving ones.
+        let first = if packet.origin == Origin::Node {
+            Hook::Output
+        } else {
+            Hook::Prerouting
+        };
+        let start = State {
+            probability: 1.0,
+            steps: Vec::new(),
+            mark: 0,
+            dst: packet.dst,
+            dst_port: packet.dst_port,
+            dnat: false,
+        };
+        let mut branches = Vec::new();
+        for (mut state, flow) in t.hook(first, start)? {
+            if let Some(outcome) = stopped(&flow) {
+                branches.push(branch(state, outcome));
+                continue;
             }
-            states = next;
-        }
-        for (s, f) in states {
-            let outcome = match stopped(&f) {
-                Some(o) => o,
-                None => {
-                    let masquerade = matches!(f, Flow::Masquerade);
-                    if s.dnat {
-                        Outcome::Dnat {
-                            to: endpoint(s.dst, s.dst_port),
-                            masquerade,
-                        }
+            // The routing decision sees the destination after DNAT: a packet for one of this
+            // node's addresses goes up to `input`, anything else is forwarded (or, for the node's
+            // own packets, sent) and leaves through `postrouting`.
+            let delivered = packet.origin != Origin::Node && t.local(state.dst);
+            let after: Vec<Hook> = if delivered {
+                state.steps.push("route: local delivery (input)".into());
+                vec![Hook::Input]
+            } else if packet.origin == Origin::Node {
+                state
+                    .steps
+                    .push("route: out of this node (postrouting)".into());
+                vec![Hook::Postrouting]
+            } else {
+                state
+                    .steps
+                    .push("route: forwarded (forward, postrouting)".into());
+                vec![Hook::Forward, Hook::Postrouting]
+            };
+            let mut states = vec![(state, Flow::Continue)];
+            for hook in after {
+                let mut next = Vec::new();
+                for (s, f) in states {
+                    if stopped(&f).is_some() {
+                        next.push((s, f));
                     } else {
-                        Outcome::Accept { masquerade }
+                        next.extend(t.hook(hook, s)?);
                     }
                 }
-            };
-            branches.push(branch(s, outcome));
+                states = next;
+            }
+            for (s, f) in states {
+                let outcome = match stopped(&f) {
+                    Some(o) => o,
+                    None => {
+                        let masquerade = matches!(f, Flow::Masquerade);
+                        if s.dnat {
+                            Outcome::Dnat {
+                                to: endpoint(s.dst, s.dst_port),
+                                masquerade,
+                            }
+                        } else {
+                            Outcome::Accept { masquerade }
+                        }
+                    }
+                };
+                branches.push(branch(s, outcome));
+            }
         }
+        Ok(Trace {
+            branches: merge(branches),
+        })
     }
-    Ok(Trace {
-        branches: merge(branches),
-    })
 }
 
 /// One branch per outcome: repeated draws reach the same endpoint along several paths (a first

@@ -390,19 +390,10 @@ impl Validator<'_> {
             }
         }
 
+        let slots = self.endpoints(svc, &object, &families);
         if svc.load_balancing == LoadBalancing::Maglev {
             let m = svc.maglev_table_size;
-            let largest = Family::ALL
-                .iter()
-                .map(|f| {
-                    svc.endpoints
-                        .iter()
-                        .filter(|e| Family::of(&e.address) == *f)
-                        .map(|e| e.weight as usize)
-                        .sum::<usize>()
-                })
-                .max()
-                .unwrap_or(0);
+            let largest = slots.into_iter().max().unwrap_or(0);
             let problem = if !(7..=MAX_MAGLEV_TABLE_SIZE).contains(&m) || !is_prime(m) {
                 Some(format!(
                     "{m} is not a prime from 7 to {MAX_MAGLEV_TABLE_SIZE}"
@@ -423,11 +414,15 @@ impl Validator<'_> {
                 self.err(object.clone(), field, problem);
             }
         }
-
-        self.endpoints(svc, &object, &families);
     }
 
-    fn endpoints(&mut self, svc: &Service, service_object: &str, families: &[Family]) {
+    /// Checks the endpoints; returns the slots (endpoints × weight) of each family.
+    fn endpoints(
+        &mut self,
+        svc: &Service,
+        service_object: &str,
+        families: &[Family],
+    ) -> [usize; 2] {
         let mut per_family = [0usize; 2];
         let kube = self.kube();
         // Where endpoint `i` came from, in the input's terms; built only for an error.
@@ -529,6 +524,7 @@ impl Validator<'_> {
                 );
             }
         }
+        per_family
     }
 }
 
