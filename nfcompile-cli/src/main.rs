@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use nfcompile::front::Source;
 
+mod stats;
+
 #[derive(Parser)]
 #[command(
     name = "nfcompile",
@@ -111,6 +113,20 @@ enum Command {
         #[command(flatten)]
         input: InputArgs,
     },
+    /// Print the per-service-port counters of the live rules (applied with `--counters`):
+    /// new connections, packets and bytes. Needs CAP_NET_ADMIN.
+    Stats {
+        #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
+        format: StatsFormat,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatsFormat {
+    Table,
+    /// Prometheus text exposition format.
+    Prometheus,
+    Json,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +141,11 @@ struct InputArgs {
     /// Do not print warnings about skipped objects.
     #[arg(short, long)]
     quiet: bool,
+    /// Count packets, bytes and new connections per service port (read them with
+    /// `nfcompile stats`). Same as `counters: true` in a native input's config. Applying
+    /// without it later removes the counters.
+    #[arg(long)]
+    counters: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -331,6 +352,25 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Stats { format } => {
+            let values = nfcompile_netlink::read_counters().map_err(|e| e.to_string())?;
+            if values.is_empty() {
+                return Err(
+                    "no service counters here: nfcompile's tables are missing, or were applied without --counters"
+                        .into(),
+                );
+            }
+            let rows = stats::rows(&values);
+            print!(
+                "{}",
+                match format {
+                    StatsFormat::Table => stats::table(&rows),
+                    StatsFormat::Prometheus => stats::prometheus(&rows),
+                    StatsFormat::Json => stats::json(&rows),
+                }
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { input } => {
             let ruleset = compile(&input, &mut watch)?;
             let (sets, elements, chains, rules) =
@@ -472,6 +512,8 @@ fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
     let sources = read_sources(input)?;
     let (cluster, mut warnings) =
         nfcompile::front::load(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
+    let mut cluster = cluster;
+    cluster.config.counters |= input.counters;
     warnings.extend(nfcompile::validate::warnings(&cluster));
     if !input.quiet {
         for w in warnings {

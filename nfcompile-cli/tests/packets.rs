@@ -352,15 +352,21 @@ impl TwoPods {
     }
 
     fn apply_with(&self, endpoints: &[&str], weights: &[u32], lb: Option<&str>) -> String {
-        let file = self.dir.join("cluster.yaml");
-        std::fs::write(
-            &file,
-            two_endpoint_cluster(endpoints, self.affinity, weights, lb),
+        self.apply_yaml(
+            &two_endpoint_cluster(endpoints, self.affinity, weights, lb),
+            &[],
         )
-        .unwrap();
+    }
+
+    /// `nfcompile apply` of this cluster text, with extra arguments.
+    fn apply_yaml(&self, yaml: &str, extra: &[&str]) -> String {
+        let file = self.dir.join("cluster.yaml");
+        std::fs::write(&file, yaml).unwrap();
         let apply = [env!("CARGO_BIN_EXE_nfcompile"), "apply", "-q", "-f"];
-        self.router
-            .ok("apply", &[&apply[..], &[file.to_str().unwrap()]].concat())
+        self.router.ok(
+            "apply",
+            &[&apply[..], &[file.to_str().unwrap()], extra].concat(),
+        )
     }
 }
 
@@ -705,4 +711,102 @@ fn maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes() {
         "maglev: {} clients on pod B, {moved} moved when 192.168.20.22 left",
         on_b.len()
     );
+}
+
+/// `nfcompile stats --format json` on the router: (connections, packets, bytes) of the TCP
+/// port of `default/web` in IPv4.
+fn web_tcp_counts(t: &TwoPods) -> (u64, u64, u64) {
+    let out = t.router.ok(
+        "stats",
+        &[env!("CARGO_BIN_EXE_nfcompile"), "stats", "--format", "json"],
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let row = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == "web" && r["port"] == "tcp" && r["family"] == "ipv4")
+        .unwrap_or_else(|| panic!("no row for default/web:tcp in {out}"));
+    let n = |k: &str| row[k].as_u64().unwrap();
+    (n("connections"), n("packets"), n("bytes"))
+}
+
+#[test]
+fn per_service_counters_count_real_connections_and_survive_endpoint_changes() {
+    if let Some(reason) = packets_unavailable() {
+        return skip(
+            "per_service_counters_count_real_connections_and_survive_endpoint_changes",
+            &reason,
+        );
+    }
+    let t = TwoPods::new(false);
+    // The web service with a node port too, so both counter maps are used.
+    let cluster = |endpoints: &[&str]| {
+        two_endpoint_cluster(endpoints, false, &[], None).replacen(
+            "ports: [{name: tcp, port: 80}",
+            "ports: [{name: tcp, port: 80, nodePort: 30080}",
+            1,
+        )
+    };
+    t.apply_yaml(&cluster(&POD_ADDRS), &["--counters"]);
+    assert_eq!(web_tcp_counts(&t), (0, 0, 0), "counters start at zero");
+
+    // 10 connections to the load-balancer IP, 4 to the node port on the node's primary
+    // address (192.168.20.1, reached through the router).
+    let run = |ip: &str, port: &str, n: &str| {
+        let out = t
+            .client
+            .exec(&["python3", "-c", COUNTING_CLIENT, ip, port, n]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let answered: u32 = text
+            .split_whitespace()
+            .map(|x| x.parse::<u32>().unwrap())
+            .sum();
+        assert_eq!(
+            answered.to_string(),
+            n,
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run("192.168.10.100", "80", "10");
+    run("192.168.20.1", "30080", "4");
+    let (conns, packets, bytes) = web_tcp_counts(&t);
+    assert_eq!(conns, 14, "new connections");
+    // Each connection is at least a handshake, a request, an answer and their ACKs and a
+    // close, both ways; each IPv4 TCP packet is at least 40 bytes.
+    assert!(packets >= 14 * 6, "{packets} packets for 14 connections");
+    assert!(bytes >= packets * 40, "{bytes} bytes for {packets} packets");
+    // The same counter as nft itself reads it.
+    let listed = t.router.ok(
+        "nft list",
+        &[
+            "nft",
+            "list",
+            "counter",
+            "ip",
+            "nfcompile",
+            "traffic/default/web/tcp/tcp",
+        ],
+    );
+    assert!(
+        listed.contains(&format!("packets {packets} bytes {bytes}")),
+        "stats said {packets} packets, {bytes} bytes; nft lists {listed}"
+    );
+
+    // An endpoint goes (an incremental apply): the counters keep counting from where they were.
+    let out = t.apply_yaml(&cluster(&POD_ADDRS[..1]), &["--counters"]);
+    assert!(out.contains(" operations,"), "{out}");
+    let (after, more, _) = web_tcp_counts(&t);
+    assert_eq!(after, 14, "the counters were reset by an endpoint change");
+    assert!(more >= packets);
+    run("192.168.10.100", "80", "3");
+    assert_eq!(web_tcp_counts(&t).0, 17);
+
+    // Applying without --counters removes them, and stats says so.
+    t.apply_yaml(&cluster(&POD_ADDRS[..1]), &[]);
+    let out = t.router.exec(&[env!("CARGO_BIN_EXE_nfcompile"), "stats"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no service counters"), "{err}");
 }

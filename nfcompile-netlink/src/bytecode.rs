@@ -48,6 +48,7 @@ pub mod k {
     pub const NFT_REG_VERDICT: u32 = 0;
     pub const NFT_REG_1: u32 = 1;
     pub const NFT_REG32_00: u32 = 8;
+    pub const NFT_OBJECT_COUNTER: u32 = 1;
     pub const IFNAMSIZ: usize = 16;
 }
 
@@ -131,6 +132,11 @@ pub enum Insn {
         op: u32,
         len: u32,
         size: u32,
+    },
+    /// Count in the object that map `set` names for the key in `sreg` (no element: break).
+    ObjrefMap {
+        sreg: u32,
+        set: String,
     },
     /// `jhash(sreg, len, seed) % modulus + offset` (NFT_HASH_JENKINS).
     Hash {
@@ -527,6 +533,13 @@ fn encode_statement(out: &mut Vec<Insn>, s: &Statement, family: Family) {
                 dreg: Some(k::NFT_REG_VERDICT),
                 set: SetName::Named(map.clone()),
                 invert: false,
+            });
+        }
+        Statement::CounterMap { key, map } => {
+            load_concat(out, key, 0, false);
+            out.push(Insn::ObjrefMap {
+                sreg: r1,
+                set: map.clone(),
             });
         }
         Statement::MarkOr(bits) => mark_set(out, !bits, *bits),

@@ -333,6 +333,14 @@ pub fn decode_rule(
                     timeout: (timeout_ms / 1000) as u32,
                 });
             }
+            Insn::ObjrefMap { sreg, set } => {
+                let key = concat(&regs, word_of(*sreg)?, u32::MAX)?;
+                regs.clear();
+                statements.push(Statement::CounterMap {
+                    key,
+                    map: set.clone(),
+                });
+            }
             Insn::Immediate { verdict, chain } => {
                 statements.push(Statement::Verdict(decode_verdict(*verdict, chain.clone())?))
             }
@@ -564,6 +572,12 @@ pub fn elements(
                     Some(ElementData::Values(values(f, b)?))
                 }
                 (ElemData::Bytes(_), _) => return err("data in an element of a set without data"),
+                (ElemData::Object(name), Some(SetData::Counter)) => {
+                    Some(ElementData::Counter(name.clone()))
+                }
+                (ElemData::Object(_), _) => {
+                    return err("an object reference in a set that is not a counter map")
+                }
             };
             Ok(Element {
                 key: k,
@@ -715,6 +729,9 @@ mod tests {
         c.config.node_port_addresses = vec![nfcompile::ir::NodePortAddresses::Cidr(
             "0.0.0.0/0".parse().unwrap(),
         )];
+        clusters.push(c);
+        let mut c = clusters[0].clone();
+        c.config.counters = true;
         clusters.push(c);
         clusters.extend((0..20).map(|seed| nfcompile::synth::random(seed, 12)));
         let mut rules = 0;

@@ -29,6 +29,8 @@ const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_DELRULE: u16 = 8;
 const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_DELOBJ: u16 = 20;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
@@ -129,6 +131,7 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
                 family: table.family,
                 name: table.name.clone(),
                 comment: None,
+                counters: Vec::new(),
                 sets: Vec::new(),
                 chains: Vec::new(),
             }),
@@ -160,6 +163,16 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
                 ids.insert((table.clone(), set.name.clone()), id);
             }
             Op::AddChain { table, chain } => enc.chain(find(table), chain),
+            Op::AddCounters { table, names } => {
+                for n in names {
+                    enc.counter(find(table), n, NFT_MSG_NEWOBJ);
+                }
+            }
+            Op::DeleteCounters { table, names } => {
+                for n in names {
+                    enc.counter(find(table), n, NFT_MSG_DELOBJ);
+                }
+            }
             Op::AddElements {
                 table,
                 set,
@@ -377,6 +390,9 @@ impl Encoder {
         for chain in &table.chains {
             self.chain(table, chain);
         }
+        for name in &table.counters {
+            self.counter(table, name, NFT_MSG_NEWOBJ);
+        }
         let mut ids = HashMap::new();
         for set in &table.sets {
             let id = self.set(table, set, &set.name, false);
@@ -546,6 +562,49 @@ impl Encoder {
         );
     }
 
+    /// NEWOBJ (a counter at zero) or DELOBJ of the counter `name`.
+    fn counter(&mut self, table: &Table, name: &str, kind: u16) {
+        let fam = family_code(table.family);
+        let o = unsafe { sys::nftnl_obj_alloc() };
+        let (tname, oname) = (cstr(&table.name), cstr(name));
+        unsafe {
+            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
+            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
+            sys::nftnl_obj_set_u32(o, sys::NFTNL_OBJ_FAMILY as u16, u32::from(fam));
+            sys::nftnl_obj_set_u32(
+                o,
+                sys::NFTNL_OBJ_TYPE as u16,
+                bytecode::k::NFT_OBJECT_COUNTER,
+            );
+            if kind == NFT_MSG_NEWOBJ {
+                sys::nftnl_obj_set_u64(o, sys::NFTNL_OBJ_CTR_PKTS as u16, 0);
+                sys::nftnl_obj_set_u64(o, sys::NFTNL_OBJ_CTR_BYTES as u16, 0);
+            }
+        }
+        let owned = Owned {
+            ptr: o,
+            free: sys::nftnl_obj_free,
+        };
+        let what = format!(
+            "{}counter {name} of table {} {}",
+            if kind == NFT_MSG_DELOBJ {
+                "deletion of "
+            } else {
+                ""
+            },
+            family_name(table.family),
+            table.name
+        );
+        let flags = if kind == NFT_MSG_NEWOBJ {
+            NLM_F_CREATE
+        } else {
+            0
+        };
+        self.add_object(kind, fam, flags, what, owned, |h, p| unsafe {
+            sys::nftnl_obj_nlmsg_build_payload(h, p)
+        });
+    }
+
     /// Declare a set; returns its batch id.
     fn set(&mut self, table: &Table, set: &Set, name: &str, anonymous: bool) -> u32 {
         let id = self.next_set_id;
@@ -564,6 +623,9 @@ impl Encoder {
             if let Some((t, l)) = spec.data {
                 sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_TYPE as u16, t);
                 sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_LEN as u16, l);
+            }
+            if let Some(t) = spec.obj_type {
+                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_OBJ_TYPE as u16, t);
             }
             if let Some(ms) = spec.timeout_ms {
                 sys::nftnl_set_set_u64(s, sys::NFTNL_SET_TIMEOUT as u16, ms);
@@ -749,6 +811,7 @@ fn references(rule: &nfcompile::model::Rule) -> Vec<String> {
                 out.push(format!("map {map}"))
             }
             Statement::UpdateMap { set, .. } => out.push(format!("map {set}")),
+            Statement::CounterMap { map, .. } => out.push(format!("counter map {map}")),
             _ => {}
         }
     }
@@ -821,6 +884,10 @@ fn new_elem(e: &ElemSpec) -> *mut sys::nftnl_set_elem {
                     b.as_ptr().cast(),
                     b.len() as u32,
                 );
+            }
+            ElemData::Object(name) => {
+                let n = cstr(name);
+                sys::nftnl_set_elem_set_str(el, sys::NFTNL_SET_ELEM_OBJREF as u16, n.as_ptr());
             }
             ElemData::Verdict(v, chain) => {
                 sys::nftnl_set_elem_set_u32(el, sys::NFTNL_SET_ELEM_VERDICT as u16, *v as u32);
@@ -963,6 +1030,15 @@ fn expr(insn: &Insn, ids: &HashMap<String, u32>, anon_ids: &[u32]) -> *mut sys::
             }
             if *invert {
                 set_u32(e, NFTNL_EXPR_LOOKUP_FLAGS, bytecode::k::NFT_LOOKUP_F_INV);
+            }
+            e
+        }
+        Insn::ObjrefMap { sreg, set } => {
+            let e = new("objref");
+            set_u32(e, NFTNL_EXPR_OBJREF_SET_SREG, *sreg);
+            set_str(e, NFTNL_EXPR_OBJREF_SET_NAME, set);
+            if let Some(id) = ids.get(set) {
+                set_u32(e, NFTNL_EXPR_OBJREF_SET_ID, *id);
             }
             e
         }

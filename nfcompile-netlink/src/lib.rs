@@ -19,7 +19,7 @@ pub mod sync;
 
 pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
 pub use readback::{
-    generation_now, normalize, read_set_elements, readback, readback_with_generation,
-    ReadbackError, SetReader,
+    generation_now, normalize, read_counters, read_set_elements, readback,
+    readback_with_generation, CounterValue, ReadbackError, SetReader,
 };
 pub use sync::{clear_affinity, clear_stale, SyncError, SyncReport, Syncer};

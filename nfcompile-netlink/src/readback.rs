@@ -42,6 +42,8 @@ const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_GETSET: u16 = 10;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_GETSETELEM: u16 = 13;
+const NFT_MSG_NEWOBJ: u16 = 18;
+const NFT_MSG_GETOBJ: u16 = 19;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
@@ -258,6 +260,10 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         },
     )?;
 
+    // Counter objects, by name (their values are runtime state, read by `read_counters`).
+    let mut counters: Vec<String> = dump_counters(d, fam)?.into_iter().map(|c| c.name).collect();
+    counters.sort();
+
     // Sets and maps; anonymous ones are kept aside for the rules that use them.
     struct RawSet {
         name: String,
@@ -292,7 +298,15 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
                     let f = get(sys::NFTNL_SET_FLAGS);
                     let decoded = (|| -> Result<RawSet, DecodeError> {
                         let key = fields_of_type(get(sys::NFTNL_SET_KEY_TYPE))?;
-                        let data = if f & flags::NFT_SET_MAP != 0 {
+                        let data = if f & flags::NFT_SET_OBJECT != 0 {
+                            let t = get(sys::NFTNL_SET_OBJ_TYPE);
+                            if t != crate::bytecode::k::NFT_OBJECT_COUNTER {
+                                return Err(DecodeError(format!(
+                                    "a map to objects of type {t}, not counters"
+                                )));
+                            }
+                            Some(SetData::Counter)
+                        } else if f & flags::NFT_SET_MAP != 0 {
                             let t = get(sys::NFTNL_SET_DATA_TYPE);
                             Some(if t == flags::NFT_DATA_VERDICT {
                                 SetData::Verdict
@@ -443,9 +457,85 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         family,
         name: name.to_string(),
         comment,
+        counters,
         sets,
         chains,
     }))
+}
+
+/// One named counter of our table, as the kernel holds it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterValue {
+    pub family: Family,
+    pub name: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Every named counter of our tables, with its values now (`nfcompile stats`). Empty when
+/// nfcompile's tables do not exist.
+pub fn read_counters() -> Result<Vec<CounterValue>, ReadbackError> {
+    let mut d = Dumper {
+        socket: mnl::Socket::new(mnl::Bus::Netfilter)?,
+        seq: 0,
+        buf: vec![0u8; 1 << 20],
+    };
+    let mut out = Vec::new();
+    for family in Family::ALL {
+        let fam = crate::bytecode::nfproto(family) as u16;
+        out.extend(dump_counters(&mut d, fam)?);
+    }
+    Ok(out)
+}
+
+/// The counter objects of our table in family `fam` (none when the table does not exist).
+fn dump_counters(d: &mut Dumper, fam: u16) -> Result<Vec<CounterValue>, ReadbackError> {
+    let name = nfcompile::lower::TABLE;
+    let tname = cstr(name);
+    let family = if u32::from(fam) == crate::bytecode::k::NFPROTO_IPV6 {
+        Family::Ipv6
+    } else {
+        Family::Ipv4
+    };
+    let mut out = Vec::new();
+    d.request(
+        NFT_MSG_GETOBJ,
+        fam,
+        NLM_F_DUMP,
+        &|hdr| unsafe {
+            let o = sys::nftnl_obj_alloc();
+            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
+            sys::nftnl_obj_set_u32(
+                o,
+                sys::NFTNL_OBJ_TYPE as u16,
+                crate::bytecode::k::NFT_OBJECT_COUNTER,
+            );
+            sys::nftnl_obj_nlmsg_build_payload(hdr, o);
+            sys::nftnl_obj_free(o);
+        },
+        NFT_MSG_NEWOBJ,
+        &mut |h| {
+            unsafe {
+                let o = sys::nftnl_obj_alloc();
+                sys::nftnl_obj_nlmsg_parse(h, o);
+                let is_ours = string(sys::nftnl_obj_get_str(o, sys::NFTNL_OBJ_TABLE as u16))
+                    == name
+                    && sys::nftnl_obj_get_u32(o, sys::NFTNL_OBJ_TYPE as u16)
+                        == crate::bytecode::k::NFT_OBJECT_COUNTER;
+                if is_ours {
+                    out.push(CounterValue {
+                        family,
+                        name: string(sys::nftnl_obj_get_str(o, sys::NFTNL_OBJ_NAME as u16)),
+                        packets: sys::nftnl_obj_get_u64(o, sys::NFTNL_OBJ_CTR_PKTS as u16),
+                        bytes: sys::nftnl_obj_get_u64(o, sys::NFTNL_OBJ_CTR_BYTES as u16),
+                    });
+                }
+                sys::nftnl_obj_free(o);
+            }
+            Ok(())
+        },
+    )?;
+    Ok(out)
 }
 
 unsafe fn udata(present: bool, get: impl FnOnce(*mut u32) -> *const c_void) -> Option<Vec<u8>> {
@@ -595,6 +685,7 @@ const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_FLAGS: u16 = 3;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
+const NFTA_SET_ELEM_OBJREF: u16 = 9;
 const NFTA_SET_ELEM_KEY_END: u16 = 10;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
@@ -631,6 +722,13 @@ fn parse_elements(body: &[u8], out: &mut Vec<ElemSpec>) -> Result<(), DecodeErro
                         spec.flags = u32::from_be_bytes([v[0], v[1], v[2], v[3]])
                     }
                     NFTA_SET_ELEM_USERDATA => spec.userdata = Some(v.to_vec()),
+                    NFTA_SET_ELEM_OBJREF => {
+                        spec.data = ElemData::Object(
+                            String::from_utf8_lossy(v)
+                                .trim_end_matches('\0')
+                                .to_string(),
+                        )
+                    }
                     NFTA_SET_ELEM_DATA => {
                         spec.data = match attrs(v).next() {
                             Some((NFTA_DATA_VALUE, b)) => ElemData::Bytes(b.to_vec()),
@@ -814,6 +912,10 @@ fn insns_of(
                 dir: is(sys::NFTNL_EXPR_CT_DIR)
                     .then(|| sys::nftnl_expr_get_u8(e, sys::NFTNL_EXPR_CT_DIR as u16)),
             },
+            "objref" if is(sys::NFTNL_EXPR_OBJREF_SET_NAME) => Insn::ObjrefMap {
+                sreg: u32_(sys::NFTNL_EXPR_OBJREF_SET_SREG),
+                set: str_(sys::NFTNL_EXPR_OBJREF_SET_NAME),
+            },
             "dynset" => Insn::Dynset {
                 sreg_key: u32_(sys::NFTNL_EXPR_DYNSET_SREG_KEY),
                 sreg_data: u32_(sys::NFTNL_EXPR_DYNSET_SREG_DATA),
@@ -844,6 +946,7 @@ fn insns_of(
 /// Sort every set's elements (and anonymous set values), so rulesets compare by content.
 pub fn normalize(ruleset: &mut Ruleset) {
     for t in &mut ruleset.tables {
+        t.counters.sort();
         for s in &mut t.sets {
             s.elements.sort();
         }

@@ -17,6 +17,7 @@ pub mod flags {
     pub const NFT_SET_TIMEOUT: u32 = 0x10;
     pub const NFT_SET_EVAL: u32 = 0x20;
     pub const NFT_SET_CONCAT: u32 = 0x80;
+    pub const NFT_SET_OBJECT: u32 = 0x40;
     pub const NFT_SET_ANONYMOUS: u32 = 0x1;
     pub const NFT_SET_CONSTANT: u32 = 0x2;
     pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
@@ -31,6 +32,8 @@ pub struct SetSpec {
     pub key_len: u32,
     /// `(type, len)` for maps.
     pub data: Option<(u32, u32)>,
+    /// The object type of an object map (`NFT_OBJECT_COUNTER`).
+    pub obj_type: Option<u32>,
     /// Field lengths, for concatenated interval sets.
     pub concat: Option<Vec<u8>>,
     pub timeout_ms: Option<u64>,
@@ -54,6 +57,8 @@ pub enum ElemData {
     Bytes(Vec<u8>),
     /// `(verdict code, chain)`.
     Verdict(i32, Option<String>),
+    /// The name of the object an object map's element refers to.
+    Object(String),
 }
 
 /// nft's datatype ids.
@@ -104,13 +109,24 @@ pub fn set_spec(set: &Set) -> SetSpec {
     if set.flags.contains(SetFlags::DYNAMIC) {
         f |= flags::NFT_SET_EVAL;
     }
-    let data = set.data.as_ref().map(|d| {
-        f |= flags::NFT_SET_MAP;
-        match d {
-            SetData::Verdict => (flags::NFT_DATA_VERDICT, 0),
-            SetData::Fields(fields) => (fields_type(fields), fields_len(fields)),
+    let mut obj_type = None;
+    let data = match &set.data {
+        None => None,
+        Some(SetData::Counter) => {
+            // An object map is not a map to the kernel: no data type, its own flag.
+            f |= flags::NFT_SET_OBJECT;
+            obj_type = Some(crate::bytecode::k::NFT_OBJECT_COUNTER);
+            None
         }
-    });
+        Some(d) => {
+            f |= flags::NFT_SET_MAP;
+            Some(match d {
+                SetData::Verdict => (flags::NFT_DATA_VERDICT, 0),
+                SetData::Fields(fields) => (fields_type(fields), fields_len(fields)),
+                SetData::Counter => unreachable!("handled above"),
+            })
+        }
+    };
     let concat = (set.flags.contains(SetFlags::INTERVAL) && set.key.len() > 1)
         .then(|| set.key.iter().map(|k| field_len(*k) as u8).collect());
     SetSpec {
@@ -118,6 +134,7 @@ pub fn set_spec(set: &Set) -> SetSpec {
         key_type: fields_type(&set.key),
         key_len: fields_len(&set.key),
         data,
+        obj_type,
         concat,
         timeout_ms: set.timeout.map(|t| u64::from(t) * 1000),
         size: set.size,
@@ -223,12 +240,13 @@ fn set_userdata(set: &Set) -> Vec<u8> {
     let full = set.key.contains(&FieldType::Slot); // written with `typeof`
     let mut u = Udata::default();
     u.u32(UD_KEYBYTEORDER, byteorder(&set.key));
-    if let Some(d) = &set.data {
-        let data_order = match d {
-            SetData::Verdict => BYTEORDER_INVALID,
-            SetData::Fields(f) => byteorder(f),
-        };
-        u.u32(UD_DATABYTEORDER, data_order);
+    let data_order = match &set.data {
+        None | Some(SetData::Counter) => None,
+        Some(SetData::Verdict) => Some(BYTEORDER_INVALID),
+        Some(SetData::Fields(f)) => Some(byteorder(f)),
+    };
+    if let Some(order) = data_order {
+        u.u32(UD_DATABYTEORDER, order);
     }
     if set.key.len() > 1 {
         u.nest(UD_KEY_TYPEOF, typeof_concat(&set.key, full));
@@ -238,7 +256,7 @@ fn set_userdata(set: &Set) -> Vec<u8> {
             u.nest(UD_DATA_TYPEOF, typeof_concat(fields, full));
         }
     }
-    if set.data.is_some() {
+    if data_order.is_some() {
         u.u32(UD_DATA_INTERVAL, 0);
     }
     if let Some(c) = &set.comment {
@@ -338,6 +356,7 @@ fn elem_data(d: &Option<ElementData>) -> ElemData {
             Insn::Immediate { verdict, chain } => ElemData::Verdict(verdict, chain),
             _ => unreachable!("verdicts encode as immediates"),
         },
+        Some(ElementData::Counter(name)) => ElemData::Object(name.clone()),
         Some(ElementData::Values(vals)) => {
             let mut out = Vec::new();
             for v in vals {

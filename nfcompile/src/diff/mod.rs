@@ -10,6 +10,10 @@
 //! 4. delete chains
 //! 5. add sets, 6. add chains, 7. add elements, 8. refill flushed and new chains
 //!
+//! Counter objects are added with the sets (step 5, before the elements naming them) and
+//! deleted with the chains (step 4, once no element names them). A counter both sides have
+//! is never touched, so it keeps counting across applies.
+//!
 //! Element operations are grouped per set, so each becomes one netlink message; rules are
 //! compared structurally, elements by value.
 
@@ -85,6 +89,16 @@ pub enum Op {
         table: TableRef,
         chain: String,
         rules: Vec<Rule>,
+    },
+    /// Named counters, created at zero.
+    AddCounters {
+        table: TableRef,
+        names: Vec<String>,
+    },
+    /// Named counters no element refers to any more; their counts are lost.
+    DeleteCounters {
+        table: TableRef,
+        names: Vec<String>,
     },
 }
 
@@ -202,7 +216,9 @@ fn rule_refs(rule: &Rule) -> impl Iterator<Item = &str> {
         _ => None,
     });
     let rest = rule.statements.iter().filter_map(|s| match s {
-        Statement::VerdictMap { map, .. } | Statement::DnatMap { map, .. } => Some(map.as_str()),
+        Statement::VerdictMap { map, .. }
+        | Statement::DnatMap { map, .. }
+        | Statement::CounterMap { map, .. } => Some(map.as_str()),
         Statement::UpdateMap { set, .. } => Some(set.as_str()),
         Statement::Verdict(v) => v.target(),
         _ => None,
@@ -350,6 +366,34 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
                 map: s.is_map(),
             });
         }
+    }
+
+    // Counters: by name; elements naming them were deleted above, or are added below.
+    let have: HashSet<&String> = cur.counters.iter().collect();
+    let wanted: HashSet<&String> = want.counters.iter().collect();
+    let gone: Vec<String> = cur
+        .counters
+        .iter()
+        .filter(|n| !wanted.contains(n))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        del_chains.push(Op::DeleteCounters {
+            table: r.clone(),
+            names: gone,
+        });
+    }
+    let new: Vec<String> = want
+        .counters
+        .iter()
+        .filter(|n| !have.contains(n))
+        .cloned()
+        .collect();
+    if !new.is_empty() {
+        add_sets.push(Op::AddCounters {
+            table: r.clone(),
+            names: new,
+        });
     }
 }
 
@@ -513,6 +557,32 @@ pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
                     .ok_or(format!("no chain {chain}"))?;
                 c.rules.extend(rules.iter().cloned());
             }
+            Op::AddCounters { table: r, names } => {
+                let i = table(&mut rs, r)?;
+                let t = &mut rs.tables[i];
+                if let Some(n) = names.iter().find(|n| t.counters.contains(n)) {
+                    return Err(format!("adding counter {n}, which exists"));
+                }
+                t.counters.extend(names.iter().cloned());
+            }
+            Op::DeleteCounters { table: r, names } => {
+                let i = table(&mut rs, r)?;
+                let t = &mut rs.tables[i];
+                let gone: HashSet<&String> = names.iter().collect();
+                if let Some(e) = t.sets.iter().flat_map(|s| &s.elements).find(|e| {
+                    matches!(&e.data, Some(crate::model::ElementData::Counter(n)) if gone.contains(n))
+                }) {
+                    return Err(format!(
+                        "deleting a counter while element {:?} still names it",
+                        e.key
+                    ));
+                }
+                let before = t.counters.len();
+                t.counters.retain(|n| !gone.contains(n));
+                if before - t.counters.len() != names.len() {
+                    return Err("deleting counters the table does not hold".into());
+                }
+            }
         }
     }
     Ok(rs)
@@ -526,6 +596,7 @@ pub fn canonical(rs: &Ruleset) -> Ruleset {
     for t in &mut rs.tables {
         t.sets.sort_by(|a, b| a.name.cmp(&b.name));
         t.chains.sort_by(|a, b| a.name.cmp(&b.name));
+        t.counters.sort();
         for s in &mut t.sets {
             s.elements.sort();
         }

@@ -70,6 +70,8 @@ struct TableState {
     /// Chain name by body, so a service's chains resolve to the ones the kernel already has.
     by_body: HashMap<Vec<Rule>, String>,
     shards: (u8, u8),
+    /// Counter objects the table holds (each service port's own).
+    counters: HashSet<String>,
 }
 
 /// Sets whose elements come from the node and configuration, not from services.
@@ -84,6 +86,7 @@ fn fixed(chain: &Chain) -> bool {
         || chain.name.starts_with("affinity-")
         || [
             names::SERVICES_CHAIN,
+            names::COUNT_TRAFFIC_CHAIN,
             names::MASQUERADING_CHAIN,
             names::AFFINITY_UPDATE_CHAIN,
             names::AFFINITY_LOOKUP_CHAIN,
@@ -120,6 +123,7 @@ impl Incremental {
             .enumerate()
             .map(|(table, t)| {
                 let shards = lower::shard_counts(t);
+                let counters = std::mem::take(&mut t.counters).into_iter().collect();
                 let elements = t
                     .sets
                     .iter_mut()
@@ -144,6 +148,7 @@ impl Incremental {
                         elements,
                         by_body,
                         shards,
+                        counters,
                     },
                 )
             })
@@ -201,6 +206,8 @@ impl Incremental {
                 .values()
                 .map(|st| {
                     let mut t = self.shells.tables[st.table].clone();
+                    t.counters = st.counters.iter().cloned().collect();
+                    t.counters.sort();
                     for s in &mut t.sets {
                         if let Some(els) = st.elements.get(&s.name) {
                             s.elements = els.values().cloned().collect();
@@ -332,6 +339,9 @@ struct TablePlan {
     adds: BTreeMap<String, Vec<Element>>,
     /// Keys deleted or added by this plan, per set, to tell two services' changes apart.
     touched: HashSet<(String, Vec<crate::model::Value>)>,
+    /// Counters of service ports that went or came (a service's counters are its own).
+    counters_gone: Vec<String>,
+    counters_new: Vec<String>,
 }
 
 impl TablePlan {
@@ -425,6 +435,21 @@ impl TablePlan {
                 }
             }
         }
+        let counters = |t: Option<&Table>| -> HashSet<String> {
+            t.map(|t| t.counters.iter().cloned().collect())
+                .unwrap_or_default()
+        };
+        let (old_counters, new_counters) = (counters(old), counters(new));
+        for c in old_counters.difference(&new_counters) {
+            if st.counters.contains(c) {
+                self.counters_gone.push(c.clone());
+            }
+        }
+        for c in new_counters.difference(&old_counters) {
+            if !st.counters.contains(c) {
+                self.counters_new.push(c.clone());
+            }
+        }
         let empty = Vec::new();
         let elements = |t: Option<&Table>, set: &str| -> Vec<Element> {
             t.and_then(|t| t.set(set))
@@ -499,7 +524,7 @@ impl TablePlan {
         }
     }
 
-    fn commit(self, st: &mut TableState, shell: &mut Table, phases: &mut [Vec<Op>; 4]) {
+    fn commit(mut self, st: &mut TableState, shell: &mut Table, phases: &mut [Vec<Op>; 4]) {
         let [del_elems, add_chains, add_elems, add_rules] = phases;
         let table = TableRef::of(shell);
         for (set, mut elements) in self.deletes {
@@ -512,6 +537,25 @@ impl TablePlan {
                     elements,
                 });
             }
+        }
+        // Counters go once no element names them, and come before elements name them.
+        self.counters_gone.sort();
+        self.counters_new.sort();
+        if !self.counters_gone.is_empty() {
+            for c in &self.counters_gone {
+                st.counters.remove(c);
+            }
+            del_elems.push(Op::DeleteCounters {
+                table: table.clone(),
+                names: self.counters_gone,
+            });
+        }
+        if !self.counters_new.is_empty() {
+            st.counters.extend(self.counters_new.iter().cloned());
+            add_chains.push(Op::AddCounters {
+                table: table.clone(),
+                names: self.counters_new,
+            });
         }
         for chain in self.new_chains {
             add_new_chain(&table, &chain, add_chains, add_rules);

@@ -87,6 +87,11 @@ pub struct ProxyConfig {
     pub node_port_addresses: Vec<NodePortAddresses>,
     #[serde(default)]
     pub detect_local: DetectLocal,
+    /// Count packets, bytes and new connections per service port in named counters
+    /// (`nfcompile stats`). Costs two map elements per frontend and two counter objects per
+    /// service port; off by default.
+    #[serde(default)]
+    pub counters: bool,
 }
 
 fn default_mark_bit() -> i32 {
@@ -102,6 +107,7 @@ impl Default for ProxyConfig {
             masquerade_all: false,
             node_port_addresses: Vec::new(),
             detect_local: DetectLocal::default(),
+            counters: false,
         }
     }
 }

@@ -53,6 +53,7 @@
 //! `goto reject-chain` (the client is refused at once); `Local` policies with no local
 //! endpoint reach the end of the local selection chain, which drops.
 
+pub mod counters;
 pub mod endpoints;
 pub mod maglev;
 
@@ -91,6 +92,11 @@ pub mod names {
     pub const AFFINITY: &str = "affinity";
     pub const AFFINITY_SERVICES: &str = "affinity-services";
     pub const AFFINITY_NODEPORTS: &str = "affinity-nodeports";
+    pub const SERVICE_TRAFFIC: &str = "service-traffic";
+    pub const NODEPORT_TRAFFIC: &str = "nodeport-traffic";
+    pub const SERVICE_CONNECTIONS: &str = "service-connections";
+    pub const NODEPORT_CONNECTIONS: &str = "nodeport-connections";
+    pub const COUNT_TRAFFIC_CHAIN: &str = "count-traffic";
     pub const SERVICES_CHAIN: &str = "services";
     pub const MASQUERADING_CHAIN: &str = "masquerading";
     pub const AFFINITY_UPDATE_CHAIN: &str = "affinity-update";
@@ -433,6 +439,16 @@ struct FamilyLowering<'a> {
     affinity_nodeports: Vec<Element>,
     affinity_timeouts: BTreeSet<u32>,
     protocols: BTreeSet<Protocol>,
+    /// Counter objects and counter-map elements ([`counters`]), when counting is on.
+    counters: BTreeSet<String>,
+    counted: Counted,
+}
+
+/// Counter-map elements: (traffic, connections) for address and node-port keys.
+#[derive(Default)]
+struct Counted {
+    addr: (Vec<Element>, Vec<Element>),
+    node_port: (Vec<Element>, Vec<Element>),
 }
 
 impl<'a> FamilyLowering<'a> {
@@ -457,6 +473,31 @@ impl<'a> FamilyLowering<'a> {
             affinity_nodeports: Vec::new(),
             affinity_timeouts: BTreeSet::new(),
             protocols: BTreeSet::new(),
+            counters: BTreeSet::new(),
+            counted: Counted::default(),
+        }
+    }
+
+    /// Point `key` (of a frontend addressed as `keyed`) at the counters of `port`.
+    fn count(&mut self, keyed: Keyed, key: &[Value], port: &counters::ServicePortName) {
+        if !self.cluster.config.counters {
+            return;
+        }
+        let (traffic, connections) = match keyed {
+            Keyed::Addr => &mut self.counted.addr,
+            Keyed::NodePort => &mut self.counted.node_port,
+        };
+        for (kind, list) in [
+            (counters::CounterKind::Traffic, traffic),
+            (counters::CounterKind::Connections, connections),
+        ] {
+            let name = port.counter(kind);
+            list.push(element(
+                key.to_vec(),
+                Some(ElementData::Counter(name.clone())),
+                None,
+            ));
+            self.counters.insert(name);
         }
     }
 
@@ -523,7 +564,9 @@ impl<'a> FamilyLowering<'a> {
             } else {
                 Masq::No
             };
+            let port_name = counters::ServicePortName::of(svc, port);
             let key = addr_key(cluster_ip, proto, service_port);
+            self.count(Keyed::Addr, &key, &port_name);
             let verdict = self.frontend(svc, &targets, Role::ClusterIp, masq, internal, &key);
             self.service_ips.push(element(
                 key,
@@ -535,6 +578,7 @@ impl<'a> FamilyLowering<'a> {
             let external_route = self.external_route(svc, &targets);
             for &ip in &external_ips {
                 let key = addr_key(ip, proto, service_port);
+                self.count(Keyed::Addr, &key, &port_name);
                 let verdict = self.frontend(
                     svc,
                     &targets,
@@ -559,6 +603,7 @@ impl<'a> FamilyLowering<'a> {
                 matches!(self.node_port_dest, NodePortDest::None),
             ) {
                 let key = vec![Value::Proto(proto), Value::Port(node_port as u16)];
+                self.count(Keyed::NodePort, &key, &port_name);
                 let verdict = self.frontend(
                     svc,
                     &targets,
@@ -918,6 +963,13 @@ impl<'a> FamilyLowering<'a> {
         } else {
             Vec::new()
         };
+        let counting = self.cluster.config.counters;
+        let node_ports = !matches!(self.node_port_dest, NodePortDest::None);
+        let counting_chains = if counting {
+            self.counting_chains(node_ports)
+        } else {
+            Vec::new()
+        };
 
         // nat hooks
         chains.push(base(
@@ -995,6 +1047,16 @@ impl<'a> FamilyLowering<'a> {
             allow.flags = SetFlags::INTERVAL;
             sets.push(allow);
         }
+        if counting {
+            services.push(rule(
+                vec![],
+                vec![Statement::CounterMap {
+                    key: dispatch_key.clone(),
+                    map: names::SERVICE_CONNECTIONS.into(),
+                }],
+                None,
+            ));
+        }
         services.push(rule(
             vec![],
             vec![Statement::VerdictMap {
@@ -1041,6 +1103,16 @@ impl<'a> FamilyLowering<'a> {
             ]),
         };
         if let Some(matches) = np_match {
+            if counting {
+                services.push(rule(
+                    matches.clone(),
+                    vec![Statement::CounterMap {
+                        key: vec![Expr::L4Proto, Expr::Dport],
+                        map: names::NODEPORT_CONNECTIONS.into(),
+                    }],
+                    None,
+                ));
+            }
             services.push(rule(
                 matches,
                 vec![Statement::VerdictMap {
@@ -1202,6 +1274,53 @@ impl<'a> FamilyLowering<'a> {
             }
         }
 
+        // per-service-port counters
+        let counter_names = if counting {
+            chains.extend(counting_chains);
+            let (addr_traffic, addr_connections) = self.counted.addr;
+            let (np_traffic, np_connections) = self.counted.node_port;
+            let mut maps = vec![
+                (
+                    names::SERVICE_TRAFFIC,
+                    &addr_key_types,
+                    addr_traffic,
+                    "frontend → its port's traffic counter",
+                ),
+                (
+                    names::SERVICE_CONNECTIONS,
+                    &addr_key_types,
+                    addr_connections,
+                    "frontend → its port's new-connection counter",
+                ),
+            ];
+            if node_ports {
+                maps.push((
+                    names::NODEPORT_TRAFFIC,
+                    &port_key_types,
+                    np_traffic,
+                    "node port → its port's traffic counter",
+                ));
+                maps.push((
+                    names::NODEPORT_CONNECTIONS,
+                    &port_key_types,
+                    np_connections,
+                    "node port → its port's new-connection counter",
+                ));
+            }
+            for (name, key, elements, comment) in maps {
+                sets.push(set(
+                    name,
+                    key.clone(),
+                    Some(SetData::Counter),
+                    elements,
+                    comment,
+                ));
+            }
+            self.counters.into_iter().collect()
+        } else {
+            Vec::new()
+        };
+
         // behaviour and selection chains
         chains.extend(behaviour_chains);
         chains.extend(selection_chains);
@@ -1260,9 +1379,88 @@ impl<'a> FamilyLowering<'a> {
                 "service rules for node {}, generated by nfcompile; do not edit",
                 self.cluster.node.name
             )),
+            counters: counter_names,
             sets,
             chains,
         }
+    }
+
+    /// Count every packet of a connection to a frontend in its port's traffic counter, after
+    /// DNAT (`dstnat + 10`), by the connection's original destination: replies carry it too.
+    /// The protocol match is constant (all three), so the rules do not depend on services.
+    fn counting_chains(&self, node_ports: bool) -> Vec<Chain> {
+        let f = self.family;
+        let transport = Match::Lookup {
+            key: vec![Expr::L4Proto],
+            set: SetRef::Anonymous(
+                [Protocol::Tcp, Protocol::Udp, Protocol::Sctp]
+                    .map(Value::Proto)
+                    .to_vec(),
+            ),
+            negate: false,
+        };
+        let mut rules = vec![rule(
+            vec![transport.clone(), Match::CtStatusDnat],
+            vec![
+                Statement::CounterMap {
+                    key: vec![
+                        Expr::CtOriginalDaddr(f),
+                        Expr::L4Proto,
+                        Expr::CtOriginalDport,
+                    ],
+                    map: names::SERVICE_TRAFFIC.into(),
+                },
+                Statement::Verdict(Verdict::Return),
+            ],
+            None,
+        )];
+        if node_ports {
+            let mut matches = vec![transport, Match::CtStatusDnat];
+            if let NodePortDest::Addresses(_) = self.node_port_dest {
+                matches.push(Match::Lookup {
+                    key: vec![Expr::CtOriginalDaddr(f)],
+                    set: SetRef::Named(names::NODEPORT_IPS.into()),
+                    negate: false,
+                });
+            }
+            rules.push(rule(
+                matches,
+                vec![Statement::CounterMap {
+                    key: vec![Expr::L4Proto, Expr::CtOriginalDport],
+                    map: names::NODEPORT_TRAFFIC.into(),
+                }],
+                None,
+            ));
+        }
+        let jump = || {
+            vec![rule(
+                vec![],
+                vec![Statement::Verdict(Verdict::Jump(
+                    names::COUNT_TRAFFIC_CHAIN.into(),
+                ))],
+                None,
+            )]
+        };
+        let base = |name: &str, hook| Chain {
+            name: name.into(),
+            base: Some(BaseChain {
+                kind: ChainType::Filter,
+                hook,
+                priority: -90,
+            }),
+            comment: None,
+            rules: jump(),
+        };
+        vec![
+            base("counters-prerouting", Hook::Prerouting),
+            base("counters-output", Hook::Output),
+            Chain {
+                name: names::COUNT_TRAFFIC_CHAIN.into(),
+                base: None,
+                comment: Some("packets and bytes per service port".into()),
+                rules,
+            },
+        ]
     }
 
     /// Remember which endpoint a client was sent to, after DNAT has chosen it.

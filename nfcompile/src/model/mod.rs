@@ -23,6 +23,11 @@ pub struct Table {
     pub family: Family,
     pub name: String,
     pub comment: Option<String>,
+    /// Named counter objects (`counter NAME`), in name order. The kernel keeps their values
+    /// across transactions that leave them alone, which is what makes counters survive
+    /// incremental applies; the model holds names only, values live in the kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub counters: Vec<String>,
     pub sets: Vec<Set>,
     pub chains: Vec<Chain>,
 }
@@ -63,6 +68,8 @@ impl FieldType {
 pub enum SetData {
     Verdict,
     Fields(Vec<FieldType>),
+    /// Names of counter objects (`type … : counter`), for `counter name … map @m`.
+    Counter,
 }
 
 bitflags! {
@@ -110,6 +117,8 @@ pub struct Element {
 pub enum ElementData {
     Verdict(Verdict),
     Values(Vec<Value>),
+    /// The counter object an element of a counter map names.
+    Counter(String),
 }
 
 /// A constant, as it appears in elements and comparisons.
@@ -320,6 +329,12 @@ pub enum Statement {
         key: Vec<Expr>,
         data: Vec<Expr>,
         timeout: u32,
+    },
+    /// `counter name key map @map`: count the packet in the counter the element names. No
+    /// element ends the rule here (its later statements do not run), as in the kernel.
+    CounterMap {
+        key: Vec<Expr>,
+        map: String,
     },
     Masquerade {
         fully_random: bool,

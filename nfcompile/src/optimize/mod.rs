@@ -154,6 +154,7 @@ mod tests {
             family: Family::Ipv4,
             name: "t".into(),
             comment: None,
+            counters: Vec::new(),
             sets: vec![],
             chains: all,
         }

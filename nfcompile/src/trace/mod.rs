@@ -136,6 +136,8 @@ enum Flow {
     Dnat,
     Masquerade,
     Return,
+    /// The rule stopped (a map lookup missed); the chain goes on with the next rule.
+    Break,
 }
 
 /// Trace `packet` through `ruleset` as seen on a node with `node_addresses`. To trace many
@@ -387,9 +389,13 @@ impl<'a> Tracer<'a> {
                 let mut text = String::new();
                 crate::emit::text::write_rule(&mut text, rule);
                 s.steps.push(format!("{}: {text}", chain.name));
-                for (s2, flow) in self.statements(&rule.statements, s, depth)? {
+                for (mut s2, flow) in self.statements(&rule.statements, s, depth)? {
                     match flow {
                         Flow::Continue => still.push(s2),
+                        Flow::Break => {
+                            s2.steps.pop(); // the rule did not apply after all
+                            still.push(s2);
+                        }
                         Flow::Return => done.push((s2, Flow::Continue)),
                         other => done.push((s2, other)),
                     }
@@ -482,6 +488,23 @@ impl<'a> Tracer<'a> {
                         if missed > 0.0 {
                             s.probability *= missed;
                             next.push((s, Flow::Continue));
+                        }
+                    }
+                    Statement::CounterMap { key, map } => {
+                        let keys = self.key(key, &s)?;
+                        match self.lookup(self.set(map)?, &keys) {
+                            Some(Element {
+                                data: Some(ElementData::Counter(name)),
+                                ..
+                            }) => {
+                                s.steps.push(format!("  counted in {name}"));
+                                next.push((s, Flow::Continue));
+                            }
+                            Some(_) => {
+                                return Err(TraceError(format!("map {map} is not a counter map")))
+                            }
+                            // No element: the kernel ends the rule here.
+                            None => next.push((s, Flow::Break)),
                         }
                     }
                     Statement::UpdateMap { .. } => next.push((s, Flow::Continue)), // remembers; no effect now

@@ -48,6 +48,9 @@ fn write_table(out: &mut String, table: &Table) {
     if let Some(c) = &table.comment {
         let _ = writeln!(out, "\tcomment {}", comment(c));
     }
+    for name in &table.counters {
+        let _ = writeln!(out, "\tcounter {} {{\n\t}}", counter_name(name));
+    }
     for set in &table.sets {
         write_set(out, set);
     }
@@ -69,6 +72,7 @@ fn write_set(out: &mut String, set: &Set) {
     match &set.data {
         None => {}
         Some(SetData::Verdict) => out.push_str(" : verdict"),
+        Some(SetData::Counter) => out.push_str(" : counter"),
         Some(SetData::Fields(fields)) => {
             out.push_str(" : ");
             write_fields(out, fields, needs_typeof);
@@ -125,6 +129,9 @@ fn write_elements(out: &mut String, elements: &[Element], whole: bool) {
                 Some(ElementData::Values(vals)) => {
                     out.push_str(" : ");
                     write_values(out, vals);
+                }
+                Some(ElementData::Counter(name)) => {
+                    let _ = write!(out, " : \"{}\"", counter_name(name));
                 }
             }
         }
@@ -204,6 +211,16 @@ pub fn write_transaction(tx: &crate::diff::Transaction, desired: &Ruleset) -> St
                 let _ = writeln!(out, "table {} {{", head(table));
                 write_set(&mut out, set);
                 out.push_str("}\n");
+            }
+            Op::AddCounters { table, names } => {
+                for n in names {
+                    let _ = writeln!(out, "add counter {} {}", head(table), counter_name(n));
+                }
+            }
+            Op::DeleteCounters { table, names } => {
+                for n in names {
+                    let _ = writeln!(out, "delete counter {} {}", head(table), counter_name(n));
+                }
             }
             Op::AddChain { table, chain } => {
                 let _ = writeln!(out, "table {} {{", head(table));
@@ -518,6 +535,12 @@ fn write_statement(out: &mut String, s: &Statement) {
             write_exprs(out, data);
             out.push_str(" }");
         }
+        Statement::CounterMap { key, map } => {
+            out.push_str("counter name ");
+            write_exprs(out, key);
+            out.push_str(" map @");
+            out.push_str(&quoted_name(map));
+        }
         Statement::Masquerade { fully_random } => {
             out.push_str("masquerade");
             if *fully_random {
@@ -538,6 +561,24 @@ fn quoted_name(name: &str) -> std::borrow::Cow<'_, str> {
         format!("\"{}\"", sanitize(name)).into()
     } else {
         name.into()
+    }
+}
+
+/// A counter object's name. nft 1.0.6 reads a declared object's name only unquoted, so the
+/// lowering makes names of identifier characters; anything else is replaced, never quoted.
+fn counter_name(name: &str) -> std::borrow::Cow<'_, str> {
+    let ident = |(i, b): (usize, u8)| {
+        b.is_ascii_alphabetic() || (i > 0 && (b.is_ascii_digit() || b"-_/.".contains(&b)))
+    };
+    if !name.is_empty() && name.bytes().enumerate().all(ident) {
+        name.into()
+    } else {
+        let fixed: String = name
+            .bytes()
+            .enumerate()
+            .map(|(i, b)| if ident((i, b)) { b as char } else { '_' })
+            .collect();
+        format!("c{fixed}").into()
     }
 }
 
