@@ -296,6 +296,8 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
         }
         cluster.services.push(svc);
     }
+    // Drawn last, so the clusters of earlier seeds stay what they were.
+    cluster.config.counters = r.chance(30);
     cluster
 }
 

@@ -3,7 +3,7 @@
 //! (default 1000 5000 50000; 5 endpoints per service over 10 nodes). Prints a Markdown table.
 //! `--features` turns on the opt-in load balancing of issue 7 for part of the services: every
 //! 10th gets endpoint weights 1,2,3,1,2, every 25th round robin, every 100th Maglev (251
-//! entries per frontend).
+//! entries per frontend), and per-service-port counters for all.
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,7 @@ fn main() {
         let mut cluster = nfcompile::synth::cluster(shape);
         if features {
             use nfcompile::ir::LoadBalancing;
+            cluster.config.counters = true;
             for (i, s) in cluster.services.iter_mut().enumerate() {
                 if i % 10 == 3 {
                     for (j, e) in s.endpoints.iter_mut().enumerate() {

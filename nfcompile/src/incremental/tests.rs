@@ -341,3 +341,72 @@ fn udp_flows_of_a_removed_endpoint_are_stale_and_only_for_udp() {
     // Neither service has affinity.
     assert!(inc.stale(&tx).affinity_entries.is_empty());
 }
+
+#[test]
+fn counters_come_and_go_with_their_service_and_survive_endpoint_changes() {
+    let mut c = synth::cluster(synth::Shape {
+        services: 50,
+        endpoints: 3,
+        nodes: 3,
+    });
+    c.config.counters = true;
+    let mut inc = Incremental::new(c.clone(), compile(&c));
+    let mut model = compile(&c);
+    let counter_ops = |tx: &Transaction| -> Vec<(usize, String, Vec<String>)> {
+        tx.ops
+            .iter()
+            .enumerate()
+            .filter_map(|(i, op)| match op {
+                Op::AddCounters { names, .. } => Some((i, "add".into(), names.clone())),
+                Op::DeleteCounters { names, .. } => Some((i, "delete".into(), names.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    let svc = c.services[7].clone();
+    let mut step = |inc: &mut Incremental, ch: Change| {
+        let tx = inc.update(&[ch]).expect("incremental");
+        model = crate::diff::apply(&model, &tx).expect("the kernel would accept it");
+        assert_eq!(canonical(&model), canonical(&inc.expected()));
+        assert_only_leftovers(inc, "counters");
+        tx
+    };
+    // An endpoint less: the counters are left alone.
+    let mut fewer = svc.clone();
+    fewer.endpoints.pop();
+    let tx = step(&mut inc, Change::Upsert(fewer));
+    assert!(counter_ops(&tx).is_empty(), "{:#?}", tx.ops);
+    // The service goes: its counters go, after the elements naming them.
+    let tx = step(
+        &mut inc,
+        Change::Remove {
+            namespace: svc.namespace.clone(),
+            name: svc.name.clone(),
+        },
+    );
+    let ops = counter_ops(&tx);
+    assert_eq!(ops.len(), 1, "{:#?}", tx.ops);
+    assert_eq!(ops[0].1, "delete");
+    assert_eq!(ops[0].2.len(), 2 * svc.ports.len());
+    assert!(ops[0]
+        .2
+        .iter()
+        .all(|n| n.contains(&format!("/{}/", svc.name))));
+    let last_element_delete = tx
+        .ops
+        .iter()
+        .rposition(|op| matches!(op, Op::DeleteElements { .. }))
+        .unwrap();
+    assert!(ops[0].0 > last_element_delete);
+    // It comes back: its counters come first, at zero.
+    let tx = step(&mut inc, Change::Upsert(svc.clone()));
+    let ops = counter_ops(&tx);
+    assert_eq!(ops.len(), 1);
+    assert_eq!(ops[0].1, "add");
+    let first_element_add = tx
+        .ops
+        .iter()
+        .position(|op| matches!(op, Op::AddElements { .. }))
+        .unwrap();
+    assert!(ops[0].0 < first_element_add);
+}

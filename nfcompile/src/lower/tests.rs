@@ -29,7 +29,9 @@ fn references(t: &Table) -> BTreeMap<String, usize> {
             }
             for s in &rule.statements {
                 match s {
-                    Statement::VerdictMap { map, .. } | Statement::DnatMap { map, .. } => {
+                    Statement::VerdictMap { map, .. }
+                    | Statement::DnatMap { map, .. }
+                    | Statement::CounterMap { map, .. } => {
                         *refs.entry(map.clone()).or_default() += 1
                     }
                     Statement::UpdateMap { set, .. } => *refs.entry(set.clone()).or_default() += 1,
@@ -441,4 +443,102 @@ fn chain_and_set_names_are_unique_and_references_resolve() {
             assert_eq!(sets.len(), before, "seed {seed}: a set name twice");
         }
     }
+}
+
+#[test]
+fn counters_name_every_frontend_two_per_port_without_growing_rules() {
+    let counted = |services| {
+        let mut c = cluster(Shape {
+            services,
+            endpoints: 5,
+            nodes: 10,
+        });
+        c.config.counters = true;
+        (compile(&c), c)
+    };
+    let ((small, _), (large, c)) = (counted(200), counted(2000));
+    assert_eq!(small.sets.len(), large.sets.len());
+    assert_eq!(small.chains.len(), large.chains.len());
+    assert_eq!(references(&small), references(&large));
+    assert_references_bounded(&large);
+    let keys = |n: &str| -> BTreeSet<Vec<Value>> {
+        large
+            .set(n)
+            .unwrap()
+            .elements
+            .iter()
+            .map(|e| e.key.clone())
+            .collect()
+    };
+    let mut named = BTreeSet::new();
+    for (dispatch, traffic, connections) in [
+        (
+            names::SERVICE_IPS,
+            names::SERVICE_TRAFFIC,
+            names::SERVICE_CONNECTIONS,
+        ),
+        (
+            names::SERVICE_NODEPORTS,
+            names::NODEPORT_TRAFFIC,
+            names::NODEPORT_CONNECTIONS,
+        ),
+    ] {
+        // Every frontend has one counter of each kind, of the port its dispatch names.
+        assert_eq!(keys(dispatch), keys(traffic));
+        assert_eq!(keys(dispatch), keys(connections));
+        let port_of: BTreeMap<&Vec<Value>, &str> = large
+            .set(dispatch)
+            .unwrap()
+            .elements
+            .iter()
+            .map(|e| {
+                (
+                    &e.key,
+                    e.comment.as_deref().unwrap().split(' ').next().unwrap(),
+                )
+            })
+            .collect();
+        for (map, kind) in [
+            (traffic, counters::CounterKind::Traffic),
+            (connections, counters::CounterKind::Connections),
+        ] {
+            for e in &large.set(map).unwrap().elements {
+                let Some(ElementData::Counter(name)) = &e.data else {
+                    panic!("{map} holds {:?}", e.data)
+                };
+                let (k, port) = counters::parse(name).expect("a counter name");
+                assert_eq!(k, kind);
+                assert!(port.to_string().starts_with(port_of[&e.key]), "{name}");
+                named.insert(name.clone());
+            }
+        }
+    }
+    // The table holds exactly the counters its maps name: two per service port.
+    assert_eq!(named, large.counters.iter().cloned().collect());
+    let ports: usize = c.services.iter().map(|s| s.ports.len()).sum();
+    assert_eq!(large.counters.len(), 2 * ports);
+
+    // Off by default: no counter, counter map or counting chain at all.
+    let plain = compile(&cluster(Shape {
+        services: 200,
+        endpoints: 5,
+        nodes: 10,
+    }));
+    assert!(plain.counters.is_empty());
+    assert!(plain.sets.iter().all(|s| s.data != Some(SetData::Counter)));
+    assert!(plain.chain(names::COUNT_TRAFFIC_CHAIN).is_none());
+    let names_of = |t: &Table| {
+        t.chains
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let extra: Vec<String> = names_of(&small)
+        .difference(&names_of(&plain))
+        .cloned()
+        .collect();
+    assert_eq!(
+        extra,
+        ["count-traffic", "counters-output", "counters-prerouting"]
+    );
 }

@@ -128,6 +128,7 @@ struct State {
     dnat: bool,
 }
 
+#[derive(Clone)]
 enum Flow {
     Continue,
     Accept,
@@ -342,6 +343,17 @@ impl<'a> Tracer<'a> {
                 match flow {
                     Flow::Continue | Flow::Accept | Flow::Return => {
                         next.extend(self.chain(chain, s, 0)?)
+                    }
+                    // NAT ends its base chain like `accept`; later base chains still see the
+                    // packet, and the NAT stays done.
+                    Flow::Dnat | Flow::Masquerade => {
+                        for (s2, f) in self.chain(chain, s, 0)? {
+                            let f = match f {
+                                Flow::Continue | Flow::Accept | Flow::Return => flow.clone(),
+                                other => other,
+                            };
+                            next.push((s2, f));
+                        }
                     }
                     done => next.push((s, done)),
                 }

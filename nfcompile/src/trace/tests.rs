@@ -269,3 +269,86 @@ fn weights_set_the_probabilities() {
         assert!((share(&t, to) - want).abs() < 1e-6, "{to}: {t:?}");
     }
 }
+
+#[test]
+fn counters_show_in_the_trace_and_never_change_the_verdict() {
+    let steps = |origin, dst: &str, port| -> Vec<String> {
+        let t = run("counters", origin, Protocol::Tcp, "198.18.0.7", dst, port);
+        assert_eq!(t.branches.len(), 2, "{t:#?}"); // two cluster-wide endpoints
+        t.branches[0].steps.clone()
+    };
+    let counted = |steps: &[String]| -> Vec<String> {
+        steps
+            .iter()
+            .filter_map(|s| s.trim().strip_prefix("counted in "))
+            .map(str::to_string)
+            .collect()
+    };
+    // New connection in the services chain (nat), then its packet after DNAT (filter).
+    let lb = steps(Origin::External, "198.51.100.80", 80);
+    assert_eq!(
+        counted(&lb),
+        [
+            "connections/default/web/tcp/http",
+            "traffic/default/web/tcp/http"
+        ]
+    );
+    let node_port = steps(Origin::External, "192.168.1.10", 30080);
+    assert_eq!(
+        counted(&node_port),
+        [
+            "connections/default/web/tcp/http",
+            "traffic/default/web/tcp/http"
+        ]
+    );
+    // Nothing of a service: no counter rule applies (a missed counter map ends the rule).
+    let t = run(
+        "counters",
+        Origin::External,
+        Protocol::Tcp,
+        "198.18.0.7",
+        "198.18.0.1",
+        80,
+    );
+    assert_eq!(t.verdict_line(), "verdict: accept");
+    assert!(counted(&t.branches[0].steps).is_empty(), "{t:#?}");
+    // The same verdicts as without counters.
+    let (plain, addrs) = scenario("counters");
+    let mut plain = plain;
+    for table in &mut plain.tables {
+        table.counters.clear();
+        table.sets.retain(|s| s.data != Some(SetData::Counter));
+        table.chains.retain(|c| !c.name.starts_with("count"));
+        for c in &mut table.chains {
+            c.rules.retain(|r| {
+                !r.statements
+                    .iter()
+                    .any(|s| matches!(s, Statement::CounterMap { .. }))
+            });
+        }
+    }
+    for (dst, port) in [
+        ("198.51.100.80", 80),
+        ("192.168.1.10", 30080),
+        ("10.96.0.90", 9100),
+    ] {
+        let p = Packet {
+            proto: Protocol::Tcp,
+            src: "198.18.0.7".parse().unwrap(),
+            src_port: 40000,
+            dst: dst.parse().unwrap(),
+            dst_port: port,
+            origin: Origin::External,
+        };
+        let with = run(
+            "counters",
+            Origin::External,
+            Protocol::Tcp,
+            "198.18.0.7",
+            dst,
+            port,
+        );
+        let without = trace(&plain, &addrs, &p).unwrap();
+        assert_eq!(outcomes(&with), outcomes(&without), "{dst}:{port}");
+    }
+}
