@@ -152,13 +152,14 @@ fn send(
     };
     let timeout = Duration::from_secs(60);
     let bytes = encoded.batch.iter().map(|p| p.len()).sum();
+    let expected: std::collections::BTreeSet<u32> = encoded
+        .provenance
+        .keys()
+        .filter(|seq| !encoded.unacked.contains(seq))
+        .copied()
+        .collect();
     let answers = socket
-        .transact(
-            &encoded.batch,
-            &encoded.provenance.keys().copied().collect(),
-            timeout,
-            generation,
-        )
+        .transact(&encoded.batch, &expected, timeout, generation)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 ApplyError::NotPermitted
@@ -187,15 +188,14 @@ fn send(
             message: std::io::Error::from_raw_os_error(errno).to_string(),
         });
     }
-    let acked = encoded
-        .provenance
-        .keys()
+    let acked = expected
+        .iter()
         .filter(|seq| answers.contains_key(seq))
         .count();
-    if acked < encoded.messages {
+    if acked < expected.len() {
         return Err(ApplyError::NoAnswer {
-            missing: encoded.messages - acked,
-            expected: encoded.messages,
+            missing: expected.len() - acked,
+            expected: expected.len(),
             timeout,
         });
     }

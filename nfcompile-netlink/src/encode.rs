@@ -42,6 +42,9 @@ pub struct Encoded {
     pub provenance: HashMap<u32, String>,
     pub messages: usize,
     pub elements: usize,
+    /// Messages sent without NLM_F_ACK (counter objects, one message each: 100,000 ACKs
+    /// would overflow any receive buffer). The kernel still answers them when they fail.
+    pub unacked: std::collections::HashSet<u32>,
 }
 
 fn cstr(s: &str) -> CString {
@@ -279,6 +282,7 @@ struct Encoder {
     messages: usize,
     elements: usize,
     next_set_id: u32,
+    unacked: std::collections::HashSet<u32>,
 }
 
 impl Encoder {
@@ -289,6 +293,7 @@ impl Encoder {
             messages: 0,
             elements: 0,
             next_set_id: 1,
+            unacked: Default::default(),
         }
     }
 
@@ -298,10 +303,24 @@ impl Encoder {
             provenance: self.provenance,
             messages: self.messages,
             elements: self.elements,
+            unacked: self.unacked,
         }
     }
 
+    /// A message the kernel acknowledges.
     fn add(
+        &mut self,
+        kind: u16,
+        family: u16,
+        flags: u16,
+        what: String,
+        build: Box<dyn Fn(*mut libc::nlmsghdr) -> bool>,
+    ) {
+        self.push(kind, family, flags | NLM_F_ACK, what, build)
+    }
+
+    /// A message; acknowledged only with NLM_F_ACK in `flags`.
+    fn push(
         &mut self,
         kind: u16,
         family: u16,
@@ -313,7 +332,7 @@ impl Encoder {
             build,
             kind,
             family,
-            flags: flags | NLM_F_ACK,
+            flags,
             seq: Cell::new(0),
             more: Cell::new(false),
         };
@@ -321,6 +340,9 @@ impl Encoder {
             self.batch.add(&msg, MsgType::Add);
             self.messages += 1;
             self.provenance.insert(msg.seq.get(), what.clone());
+            if flags & NLM_F_ACK == 0 {
+                self.unacked.insert(msg.seq.get());
+            }
             if !msg.more.get() {
                 break;
             }
@@ -600,9 +622,17 @@ impl Encoder {
         } else {
             0
         };
-        self.add_object(kind, fam, flags, what, owned, |h, p| unsafe {
-            sys::nftnl_obj_nlmsg_build_payload(h, p)
-        });
+        // Without an ACK: one message per counter.
+        self.push(
+            kind,
+            fam,
+            flags,
+            what,
+            Box::new(move |hdr| {
+                unsafe { sys::nftnl_obj_nlmsg_build_payload(hdr, owned.ptr) };
+                false
+            }),
+        );
     }
 
     /// Declare a set; returns its batch id.

@@ -515,3 +515,127 @@ fn the_syncer_deletes_affinity_entries_of_removed_endpoints() {
     assert!(left.contains("192.168.7.3"), "{left}");
     assert!(!left.contains("10.244.1.1"), "{left}");
 }
+
+#[test]
+fn a_refused_counter_is_named_though_counters_are_not_acknowledged() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "a_refused_counter_is_named_though_counters_are_not_acknowledged",
+            &reason,
+        );
+    }
+    let good = compile(
+        &common::scenarios()
+            .into_iter()
+            .find(|(n, _)| n == "counters")
+            .unwrap()
+            .1,
+    );
+    let mut bad = good.clone();
+    // Longer than NFT_OBJ_MAXNAMELEN: the kernel refuses it.
+    bad.tables[0]
+        .counters
+        .push(format!("traffic/{}", "x".repeat(300)));
+    let (listed, err) = in_fresh_netns(move || {
+        apply(&good).unwrap();
+        let err = apply(&bad).unwrap_err();
+        (nft(&["list", "counters"]), err)
+    });
+    match err {
+        ApplyError::Rejected { what, .. } => {
+            assert!(what.starts_with("counter traffic/xxx"), "{what}")
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert!(listed.contains("counter traffic/default/web/tcp/http"));
+    assert!(!listed.contains("xxxx"));
+}
+
+/// Packets and bytes of the counter `name` in table `ip nfcompile`, as nft lists them.
+fn counted(name: &str) -> (u64, u64) {
+    let out = nft(&["list", "counter", "ip", "nfcompile", name]);
+    let n = |after: &str| -> u64 {
+        let at = out.find(after).unwrap_or_else(|| panic!("{out}")) + after.len();
+        out[at..]
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    (n("packets "), n("bytes "))
+}
+
+#[test]
+fn the_syncer_keeps_counting_through_incremental_updates() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "the_syncer_keeps_counting_through_incremental_updates",
+            &reason,
+        );
+    }
+    use nfcompile::incremental::Change;
+    let mut cluster = nfcompile::synth::cluster(nfcompile::synth::Shape {
+        services: 30,
+        endpoints: 3,
+        nodes: 3,
+    });
+    cluster.config.counters = true;
+    let svc = cluster.services[4].clone();
+    let ip = svc.cluster_ips[0];
+    let port = svc.ports[0].clone();
+    let name = nfcompile::lower::counters::ServicePortName::of(&svc, &port);
+    let (traffic, connections) = (
+        name.counter(nfcompile::lower::counters::CounterKind::Traffic),
+        name.counter(nfcompile::lower::counters::CounterKind::Connections),
+    );
+    let traffic_name = traffic.clone();
+    let (before, after, reports, listed) = in_fresh_netns(move || {
+        // A route out, so the node's own packets to the cluster IP reach the output hook:
+        // DNATed there, counted after it, then sent out of a veth pair.
+        let sh = |cmd: &str| {
+            let ok = Command::new("sh")
+                .args(["-c", cmd])
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "{cmd}");
+        };
+        sh("ip link add v0 type veth peer name v1 && ip addr add 10.255.0.1/8 dev v0 && ip link set v0 up && ip link set v1 up && ip route add default dev v0");
+        let mut s = nfcompile_netlink::Syncer::new();
+        let mut reports = vec![s.sync_cluster(cluster.clone()).unwrap()];
+        assert_eq!(port.protocol, nfcompile::ir::Protocol::Tcp);
+        // Connection attempts (nothing answers on the veth pair): one SYN each.
+        let connect = |n: usize| {
+            for _ in 0..n {
+                let _ = std::net::TcpStream::connect_timeout(
+                    &(ip, port.port as u16).into(),
+                    std::time::Duration::from_millis(50),
+                );
+            }
+        };
+        connect(3);
+        let before = (counted(&connections), counted(&traffic));
+        // An endpoint less, then another service changed: incremental, counters untouched.
+        let mut fewer = svc.clone();
+        fewer.endpoints.pop();
+        reports.push(s.update(&[Change::Upsert(fewer)]).unwrap());
+        let mut other = cluster.services[9].clone();
+        other.endpoints.pop();
+        reports.push(s.update(&[Change::Upsert(other)]).unwrap());
+        let kept = (counted(&connections), counted(&traffic));
+        connect(2);
+        let after = (counted(&connections), counted(&traffic));
+        (before, (kept, after), reports, nft(&["list", "counters"]))
+    });
+    let ((kept, after), before) = (after, before);
+    assert!(reports[1..].iter().all(|r| r.incremental), "{reports:?}");
+    assert_eq!(before.0 .0, 3, "3 connection attempts: {before:?}");
+    assert!(
+        before.1 .0 >= 3,
+        "their SYNs were counted as traffic: {before:?}"
+    );
+    assert_eq!(kept, before, "an incremental update reset the counters");
+    assert_eq!(after.0 .0, 5);
+    assert!(listed.contains(&format!("counter {traffic_name}")));
+}
