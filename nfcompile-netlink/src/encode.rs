@@ -598,10 +598,7 @@ impl Encoder {
                 sys::NFTNL_OBJ_TYPE as u16,
                 bytecode::k::NFT_OBJECT_COUNTER,
             );
-            if kind == NFT_MSG_NEWOBJ {
-                sys::nftnl_obj_set_u64(o, sys::NFTNL_OBJ_CTR_PKTS as u16, 0);
-                sys::nftnl_obj_set_u64(o, sys::NFTNL_OBJ_CTR_BYTES as u16, 0);
-            }
+            // No values: a new counter starts at zero (and the message stays small).
         }
         let owned = Owned {
             ptr: o,
