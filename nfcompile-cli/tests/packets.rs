@@ -772,6 +772,11 @@ fn per_service_counters_count_real_connections_and_survive_endpoint_changes() {
     run("192.168.10.100", "80", "10");
     run("192.168.20.1", "30080", "4");
     let (conns, packets, bytes) = web_tcp_counts(&t);
+    eprintln!(
+        "{}",
+        t.router
+            .ok("stats", &[env!("CARGO_BIN_EXE_nfcompile"), "stats"])
+    );
     assert_eq!(conns, 14, "new connections");
     // Each connection is at least a handshake, a request, an answer and their ACKs and a
     // close, both ways; each IPv4 TCP packet is at least 40 bytes.
