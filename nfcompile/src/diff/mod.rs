@@ -369,26 +369,21 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
     }
 
     // Counters: by name; elements naming them were deleted above, or are added below.
-    let have: HashSet<&String> = cur.counters.iter().collect();
-    let wanted: HashSet<&String> = want.counters.iter().collect();
-    let gone: Vec<String> = cur
-        .counters
-        .iter()
-        .filter(|n| !wanted.contains(n))
-        .cloned()
-        .collect();
+    let missing = |from: &[String], other: &[String]| -> Vec<String> {
+        let other: HashSet<&String> = other.iter().collect();
+        from.iter()
+            .filter(|n| !other.contains(n))
+            .cloned()
+            .collect()
+    };
+    let gone = missing(&cur.counters, &want.counters);
     if !gone.is_empty() {
         del_chains.push(Op::DeleteCounters {
             table: r.clone(),
             names: gone,
         });
     }
-    let new: Vec<String> = want
-        .counters
-        .iter()
-        .filter(|n| !have.contains(n))
-        .cloned()
-        .collect();
+    let new = missing(&want.counters, &cur.counters);
     if !new.is_empty() {
         add_sets.push(Op::AddCounters {
             table: r.clone(),
