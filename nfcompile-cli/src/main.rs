@@ -356,7 +356,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let values = nfcompile_netlink::read_counters().map_err(|e| e.to_string())?;
             if values.is_empty() {
                 return Err(
-                    "no service counters here: nfcompile's tables are missing, or were applied without --counters"
+                    "no service counters here: nfcompile's tables are missing, hold no service, or were applied without --counters"
                         .into(),
                 );
             }
