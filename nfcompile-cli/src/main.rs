@@ -447,6 +447,28 @@ fn print_plan(
             }
         }
     }
+    // Counters are state: say plainly when counts would be lost (e.g. `--counters` forgotten).
+    let (mut counters_new, mut counters_gone) = (0, 0);
+    for op in &tx.ops {
+        match op {
+            nfcompile::diff::Op::AddCounters { names, .. } => counters_new += names.len(),
+            nfcompile::diff::Op::DeleteCounters { names, .. } => counters_gone += names.len(),
+            _ => {}
+        }
+    }
+    let mut counted = Vec::new();
+    if counters_new > 0 {
+        counted.push(format!("{counters_new} new (from zero)"));
+    }
+    if counters_gone > 0 {
+        counted.push(format!("{counters_gone} removed (their counts are lost)"));
+    }
+    if !counted.is_empty() {
+        println!(
+            "{}",
+            paint("33", format!("~ counters: {}", counted.join(", ")))
+        );
+    }
     if changes.is_empty() && !tx.is_empty() {
         println!(
             "~ ruleset layout: {} operations (-v shows them)",

@@ -205,6 +205,40 @@ fn plan_against_empty_or_a_saved_model_needs_no_kernel() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["summary"]["operations"], 0);
 
+    // Turning counters on or off says so: counts are state the plan would lose.
+    let plan_text = |extra: &[&str], against: &Path| -> String {
+        let args = [
+            &["plan", "-q", "-f", example][..],
+            extra,
+            &["--against", against.to_str().unwrap()],
+        ]
+        .concat();
+        String::from_utf8_lossy(&nfcompile(&args, None).stdout).into_owned()
+    };
+    let on = plan_text(&["--counters"], &saved);
+    assert!(on.contains("~ counters: 14 new (from zero)\n"), "{on}");
+    let counted = dir.join("counted.json");
+    let out = nfcompile(
+        &[
+            "render",
+            "-q",
+            "-f",
+            example,
+            "--counters",
+            "--format",
+            "json",
+            "-o",
+            counted.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(out.status.success());
+    let off = plan_text(&[], &counted);
+    assert!(
+        off.contains("~ counters: 14 removed (their counts are lost)\n"),
+        "{off}"
+    );
+
     std::fs::write(dir.join("bad.json"), "{\"tables\": 3}").unwrap();
     let out = nfcompile(
         &[
