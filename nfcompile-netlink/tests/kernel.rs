@@ -297,6 +297,10 @@ fn a_netlink_transaction_turns_the_kernels_ruleset_into_the_desired_one() {
                 s.endpoints.truncate(2);
             }
         }
+        // Counters turned on or off for some: NEWOBJ, or DELOBJ after the elements go.
+        if seed % 3 == 0 {
+            b.config.counters = !b.config.counters;
+        }
         pairs.push((
             format!("seed {seed} edited"),
             nfcompile::compile(&a).unwrap(),

@@ -115,6 +115,10 @@ fn pairs() -> Vec<(String, nfcompile::model::Ruleset, nfcompile::model::Ruleset)
             }
         }
         b.config.masquerade_all = !b.config.masquerade_all;
+        // Counters turned on or off: objects created, or deleted after their map elements.
+        if seed % 2 == 0 {
+            b.config.counters = !b.config.counters;
+        }
         let c = nfcompile::synth::random(seed + 1000, 25);
         let (a, b, c) = (
             nfcompile::compile(&a).unwrap(),
