@@ -39,7 +39,12 @@ struct NativeJson {
 /// and reports errors with its own context).
 pub fn from_json_text(source: &Source, node: Option<&str>) -> Result<Option<Cluster>, InputError> {
     let text = source.text.trim_start();
-    let head = &text[..text.len().min(4096)];
+    // The first 4 KiB, cut at a character boundary (input is any UTF-8).
+    let mut end = text.len().min(4096);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let head = &text[..end];
     if !text.starts_with('{') || !head.contains(NATIVE_API_VERSION) {
         return Ok(None);
     }
@@ -103,4 +108,21 @@ pub fn to_ir(mut doc: Document, node: Option<&str>) -> Result<Cluster, InputErro
     cluster.origin = Origin::Native;
     check_node(&cluster, node)?;
     Ok(cluster)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (fuzz/seeds/compile_input/crash-963a6e28…): a multi-byte character across
+    /// the 4 KiB the JSON fast path looks at panicked on a byte slice.
+    #[test]
+    fn a_character_across_the_first_4_kib_is_no_panic() {
+        let source = Source {
+            name: "x.json".into(),
+            text: format!("{{{}\u{d268b} {NATIVE_API_VERSION}", " ".repeat(4092)),
+        };
+        assert!(from_json_text(&source, None).unwrap().is_none());
+        assert!(crate::compile_sources(&[source], None).is_err());
+    }
 }
