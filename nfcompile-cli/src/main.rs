@@ -402,6 +402,7 @@ fn print_plan(
     use nfcompile::diff::describe::ChangeKind;
     use std::io::IsTerminal;
     let count = |k: ChangeKind| changes.iter().filter(|c| c.kind == k).count();
+    let (counters_new, counters_gone) = tx.counter_changes();
     let (add, change, destroy) = (
         count(ChangeKind::Add),
         count(ChangeKind::Change),
@@ -410,7 +411,7 @@ fn print_plan(
     if json {
         let v = serde_json::json!({
             "changes": changes,
-            "summary": {"add": add, "change": change, "destroy": destroy, "operations": tx.ops.len(), "elements": tx.element_changes()},
+            "summary": {"add": add, "change": change, "destroy": destroy, "operations": tx.ops.len(), "elements": tx.element_changes(), "counters_new": counters_new, "counters_removed": counters_gone},
             "transaction": tx,
         });
         println!(
@@ -448,14 +449,6 @@ fn print_plan(
         }
     }
     // Counters are state: say plainly when counts would be lost (e.g. `--counters` forgotten).
-    let (mut counters_new, mut counters_gone) = (0, 0);
-    for op in &tx.ops {
-        match op {
-            nfcompile::diff::Op::AddCounters { names, .. } => counters_new += names.len(),
-            nfcompile::diff::Op::DeleteCounters { names, .. } => counters_gone += names.len(),
-            _ => {}
-        }
-    }
     let mut counted = Vec::new();
     if counters_new > 0 {
         counted.push(format!("{counters_new} new (from zero)"));
@@ -532,9 +525,8 @@ fn read_sources(input: &InputArgs) -> Result<Vec<Source>, String> {
 /// Read and convert the inputs, printing warnings unless `--quiet`.
 fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
     let sources = read_sources(input)?;
-    let (cluster, mut warnings) =
+    let (mut cluster, mut warnings) =
         nfcompile::front::load(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
-    let mut cluster = cluster;
     cluster.config.counters |= input.counters;
     warnings.extend(nfcompile::validate::warnings(&cluster));
     if !input.quiet {

@@ -233,6 +233,21 @@ fn plan_against_empty_or_a_saved_model_needs_no_kernel() {
         None,
     );
     assert!(out.status.success());
+    let out = nfcompile(
+        &[
+            "plan",
+            "-q",
+            "-f",
+            example,
+            "--counters",
+            "--json",
+            "--against",
+            saved.to_str().unwrap(),
+        ],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["summary"]["counters_new"], 14);
     let off = plan_text(&[], &counted);
     assert!(
         off.contains("~ counters: 14 removed (their counts are lost)\n"),

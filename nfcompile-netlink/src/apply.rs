@@ -152,14 +152,9 @@ fn send(
     };
     let timeout = Duration::from_secs(60);
     let bytes = encoded.batch.iter().map(|p| p.len()).sum();
-    let expected: std::collections::BTreeSet<u32> = encoded
-        .provenance
-        .keys()
-        .filter(|seq| !encoded.unacked.contains(seq))
-        .copied()
-        .collect();
+    let expected = &encoded.acked;
     let answers = socket
-        .transact(&encoded.batch, &expected, timeout, generation)
+        .transact(&encoded.batch, expected, timeout, generation)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 ApplyError::NotPermitted

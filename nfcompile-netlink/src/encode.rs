@@ -42,9 +42,10 @@ pub struct Encoded {
     pub provenance: HashMap<u32, String>,
     pub messages: usize,
     pub elements: usize,
-    /// Messages sent without NLM_F_ACK (counter objects, one message each: 100,000 ACKs
-    /// would overflow any receive buffer). The kernel still answers them when they fail.
-    pub unacked: std::collections::HashSet<u32>,
+    /// Sequence numbers of the messages that ask for an ACK: all but counter objects (one
+    /// message each: 100,000 ACKs would overflow any receive buffer), which the kernel still
+    /// answers when they fail.
+    pub acked: std::collections::BTreeSet<u32>,
 }
 
 fn cstr(s: &str) -> CString {
@@ -282,7 +283,7 @@ struct Encoder {
     messages: usize,
     elements: usize,
     next_set_id: u32,
-    unacked: std::collections::HashSet<u32>,
+    acked: std::collections::BTreeSet<u32>,
 }
 
 impl Encoder {
@@ -293,7 +294,7 @@ impl Encoder {
             messages: 0,
             elements: 0,
             next_set_id: 1,
-            unacked: Default::default(),
+            acked: Default::default(),
         }
     }
 
@@ -303,7 +304,7 @@ impl Encoder {
             provenance: self.provenance,
             messages: self.messages,
             elements: self.elements,
-            unacked: self.unacked,
+            acked: self.acked,
         }
     }
 
@@ -340,8 +341,8 @@ impl Encoder {
             self.batch.add(&msg, MsgType::Add);
             self.messages += 1;
             self.provenance.insert(msg.seq.get(), what.clone());
-            if flags & NLM_F_ACK == 0 {
-                self.unacked.insert(msg.seq.get());
+            if flags & NLM_F_ACK != 0 {
+                self.acked.insert(msg.seq.get());
             }
             if !msg.more.get() {
                 break;

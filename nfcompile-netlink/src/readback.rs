@@ -70,6 +70,15 @@ struct Dumper {
 }
 
 impl Dumper {
+    /// A netfilter socket and a receive buffer of `buf` bytes.
+    fn open(buf: usize) -> Result<Dumper, ReadbackError> {
+        Ok(Dumper {
+            socket: mnl::Socket::new(mnl::Bus::Netfilter)?,
+            seq: 0,
+            buf: vec![0u8; buf],
+        })
+    }
+
     /// Send one request and hand every reply message of type `reply` to `each`. `Ok(false)`
     /// when the kernel says the object does not exist.
     fn request(
@@ -137,12 +146,7 @@ pub fn readback() -> Result<Ruleset, ReadbackError> {
 /// Our tables and the nf_tables generation they were read at. A transaction sent with that
 /// generation is refused by the kernel if anything changed in between.
 pub fn readback_with_generation() -> Result<(Ruleset, u32), ReadbackError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
-    let mut d = Dumper {
-        socket,
-        seq: 0,
-        buf: vec![0u8; 1 << 20],
-    };
+    let mut d = Dumper::open(1 << 20)?;
     // Read again if the ruleset changed while it was being dumped.
     for _ in 0..5 {
         let before = generation(&mut d)?;
@@ -167,13 +171,7 @@ const NFTA_GEN_ID: u16 = 1;
 
 /// The current nf_tables generation id.
 pub fn generation_now() -> Result<u32, ReadbackError> {
-    let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
-    let mut d = Dumper {
-        socket,
-        seq: 0,
-        buf: vec![0u8; 1 << 16],
-    };
-    generation(&mut d)
+    generation(&mut Dumper::open(1 << 16)?)
 }
 
 fn generation(d: &mut Dumper) -> Result<u32, ReadbackError> {
@@ -486,28 +484,19 @@ pub struct CounterValue {
 /// Every named counter of our tables, with its values now (`nfcompile stats`). Empty when
 /// nfcompile's tables do not exist.
 pub fn read_counters() -> Result<Vec<CounterValue>, ReadbackError> {
-    let mut d = Dumper {
-        socket: mnl::Socket::new(mnl::Bus::Netfilter)?,
-        seq: 0,
-        buf: vec![0u8; 1 << 20],
-    };
+    let mut d = Dumper::open(1 << 20)?;
     let mut out = Vec::new();
     for family in Family::ALL {
-        let fam = crate::bytecode::nfproto(family) as u16;
-        out.extend(dump_counters(&mut d, fam)?);
+        out.extend(dump_counters(&mut d, family)?);
     }
     Ok(out)
 }
 
-/// The counter objects of our table in family `fam` (none when the table does not exist).
-fn dump_counters(d: &mut Dumper, fam: u16) -> Result<Vec<CounterValue>, ReadbackError> {
+/// The counter objects of our table in `family` (none when the table does not exist).
+fn dump_counters(d: &mut Dumper, family: Family) -> Result<Vec<CounterValue>, ReadbackError> {
+    let fam = crate::bytecode::nfproto(family) as u16;
     let name = nfcompile::lower::TABLE;
     let tname = cstr(name);
-    let family = if u32::from(fam) == crate::bytecode::k::NFPROTO_IPV6 {
-        Family::Ipv6
-    } else {
-        Family::Ipv4
-    };
     let mut out = Vec::new();
     d.request(
         NFT_MSG_GETOBJ,
@@ -601,11 +590,7 @@ pub struct SetReader(Dumper);
 
 impl SetReader {
     pub fn open() -> Result<SetReader, ReadbackError> {
-        Ok(SetReader(Dumper {
-            socket: mnl::Socket::new(mnl::Bus::Netfilter)?,
-            seq: 0,
-            buf: vec![0u8; 1 << 20],
-        }))
+        Ok(SetReader(Dumper::open(1 << 20)?))
     }
 
     /// See [`read_set_elements`].

@@ -109,24 +109,19 @@ pub fn set_spec(set: &Set) -> SetSpec {
     if set.flags.contains(SetFlags::DYNAMIC) {
         f |= flags::NFT_SET_EVAL;
     }
-    let mut obj_type = None;
-    let data = match &set.data {
-        None => None,
-        Some(SetData::Counter) => {
-            // An object map is not a map to the kernel: no data type, its own flag.
-            f |= flags::NFT_SET_OBJECT;
-            obj_type = Some(crate::bytecode::k::NFT_OBJECT_COUNTER);
-            None
-        }
-        Some(d) => {
-            f |= flags::NFT_SET_MAP;
-            Some(match d {
-                SetData::Verdict => (flags::NFT_DATA_VERDICT, 0),
-                SetData::Fields(fields) => (fields_type(fields), fields_len(fields)),
-                SetData::Counter => unreachable!("handled above"),
-            })
-        }
+    // An object map is not a map to the kernel: no data type, its own flag and object type.
+    let (data, obj_type) = match &set.data {
+        None => (None, None),
+        Some(SetData::Counter) => (None, Some(crate::bytecode::k::NFT_OBJECT_COUNTER)),
+        Some(SetData::Verdict) => (Some((flags::NFT_DATA_VERDICT, 0)), None),
+        Some(SetData::Fields(fields)) => (Some((fields_type(fields), fields_len(fields))), None),
     };
+    if data.is_some() {
+        f |= flags::NFT_SET_MAP;
+    }
+    if obj_type.is_some() {
+        f |= flags::NFT_SET_OBJECT;
+    }
     let concat = (set.flags.contains(SetFlags::INTERVAL) && set.key.len() > 1)
         .then(|| set.key.iter().map(|k| field_len(*k) as u8).collect());
     SetSpec {

@@ -113,6 +113,16 @@ impl Transaction {
         self.ops.is_empty()
     }
 
+    /// Counter objects (created, deleted), outside whole-table operations: a deleted counter
+    /// loses its counts, which `plan` says.
+    pub fn counter_changes(&self) -> (usize, usize) {
+        self.ops.iter().fold((0, 0), |(new, gone), op| match op {
+            Op::AddCounters { names, .. } => (new + names.len(), gone),
+            Op::DeleteCounters { names, .. } => (new, gone + names.len()),
+            _ => (new, gone),
+        })
+    }
+
     /// Elements added and deleted, over all operations (a changed element counts twice).
     pub fn element_changes(&self) -> usize {
         self.ops

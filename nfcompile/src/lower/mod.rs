@@ -63,7 +63,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 use crate::ir::{
-    Cluster, DetectLocal, Family, LoadBalancing, NodePortAddresses, Protocol, Service,
+    Cluster, DetectLocal, Family, LoadBalancing, NodePortAddresses, Protocol, Service, ServicePort,
     TrafficPolicy,
 };
 use crate::model::*;
@@ -478,26 +478,32 @@ impl<'a> FamilyLowering<'a> {
         }
     }
 
-    /// Point `key` (of a frontend addressed as `keyed`) at the counters of `port`.
-    fn count(&mut self, keyed: Keyed, key: &[Value], port: &counters::ServicePortName) {
+    /// The (traffic, connections) counters of `port`, declared once; `None` without counting.
+    fn port_counters(&mut self, svc: &Service, port: &ServicePort) -> Option<[String; 2]> {
         if !self.cluster.config.counters {
-            return;
+            return None;
         }
+        let name = counters::ServicePortName::of(svc, port);
+        let names = [
+            name.counter(counters::CounterKind::Traffic),
+            name.counter(counters::CounterKind::Connections),
+        ];
+        self.counters.extend(names.iter().cloned());
+        Some(names)
+    }
+
+    /// Point `key` (of a frontend addressed as `keyed`) at its port's counters.
+    fn count(&mut self, keyed: Keyed, key: &[Value], names: Option<&[String; 2]>) {
+        let Some([traffic_name, connections_name]) = names else {
+            return;
+        };
         let (traffic, connections) = match keyed {
             Keyed::Addr => &mut self.counted.addr,
             Keyed::NodePort => &mut self.counted.node_port,
         };
-        for (kind, list) in [
-            (counters::CounterKind::Traffic, traffic),
-            (counters::CounterKind::Connections, connections),
-        ] {
-            let name = port.counter(kind);
-            list.push(element(
-                key.to_vec(),
-                Some(ElementData::Counter(name.clone())),
-                None,
-            ));
-            self.counters.insert(name);
+        for (list, name) in [(traffic, traffic_name), (connections, connections_name)] {
+            let data = Some(ElementData::Counter(name.clone()));
+            list.push(element(key.to_vec(), data, None));
         }
     }
 
@@ -564,9 +570,9 @@ impl<'a> FamilyLowering<'a> {
             } else {
                 Masq::No
             };
-            let port_name = counters::ServicePortName::of(svc, port);
+            let counter_names = self.port_counters(svc, port);
             let key = addr_key(cluster_ip, proto, service_port);
-            self.count(Keyed::Addr, &key, &port_name);
+            self.count(Keyed::Addr, &key, counter_names.as_ref());
             let verdict = self.frontend(svc, &targets, Role::ClusterIp, masq, internal, &key);
             self.service_ips.push(element(
                 key,
@@ -578,7 +584,7 @@ impl<'a> FamilyLowering<'a> {
             let external_route = self.external_route(svc, &targets);
             for &ip in &external_ips {
                 let key = addr_key(ip, proto, service_port);
-                self.count(Keyed::Addr, &key, &port_name);
+                self.count(Keyed::Addr, &key, counter_names.as_ref());
                 let verdict = self.frontend(
                     svc,
                     &targets,
@@ -603,7 +609,7 @@ impl<'a> FamilyLowering<'a> {
                 matches!(self.node_port_dest, NodePortDest::None),
             ) {
                 let key = vec![Value::Proto(proto), Value::Port(node_port as u16)];
-                self.count(Keyed::NodePort, &key, &port_name);
+                self.count(Keyed::NodePort, &key, counter_names.as_ref());
                 let verdict = self.frontend(
                     svc,
                     &targets,
@@ -927,23 +933,7 @@ impl<'a> FamilyLowering<'a> {
         let addr = FieldType::addr(f);
         let mut sets = Vec::new();
         let mut chains = Vec::new();
-        let base = |name: &str, kind, hook, priority, rules| Chain {
-            name: name.to_string(),
-            base: Some(BaseChain {
-                kind,
-                hook,
-                priority,
-            }),
-            comment: None,
-            rules,
-        };
-        let jump = |c: &str| {
-            rule(
-                vec![],
-                vec![Statement::Verdict(Verdict::Jump(c.to_string()))],
-                None,
-            )
-        };
+        let (base, jump) = (base_chain, jump_to);
         let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
         let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
         let endpoint_data = SetData::Fields(vec![addr, FieldType::InetService]);
@@ -1385,6 +1375,17 @@ impl<'a> FamilyLowering<'a> {
         }
     }
 
+    /// A connection's original destination was an address that takes node ports: a match
+    /// when node ports are limited to listed addresses (`None` for any local address, which
+    /// only `ct status dnat` can stand in for after DNAT).
+    fn original_node_port_address(&self) -> Option<Match> {
+        matches!(self.node_port_dest, NodePortDest::Addresses(_)).then(|| Match::Lookup {
+            key: vec![Expr::CtOriginalDaddr(self.family)],
+            set: SetRef::Named(names::NODEPORT_IPS.into()),
+            negate: false,
+        })
+    }
+
     /// Count every packet of a connection to a frontend in its port's traffic counter, after
     /// DNAT (`dstnat + 10`), by the connection's original destination: replies carry it too.
     /// The protocol match is constant (all three), so the rules do not depend on services.
@@ -1399,8 +1400,9 @@ impl<'a> FamilyLowering<'a> {
             ),
             negate: false,
         };
+        // `ct status dnat` first: most packets are not DNATed and stop there.
         let mut rules = vec![rule(
-            vec![transport.clone(), Match::CtStatusDnat],
+            vec![Match::CtStatusDnat, transport.clone()],
             vec![
                 Statement::CounterMap {
                     key: vec![
@@ -1415,14 +1417,8 @@ impl<'a> FamilyLowering<'a> {
             None,
         )];
         if node_ports {
-            let mut matches = vec![transport, Match::CtStatusDnat];
-            if let NodePortDest::Addresses(_) = self.node_port_dest {
-                matches.push(Match::Lookup {
-                    key: vec![Expr::CtOriginalDaddr(f)],
-                    set: SetRef::Named(names::NODEPORT_IPS.into()),
-                    negate: false,
-                });
-            }
+            let mut matches = vec![Match::CtStatusDnat, transport];
+            matches.extend(self.original_node_port_address());
             rules.push(rule(
                 matches,
                 vec![Statement::CounterMap {
@@ -1432,24 +1428,9 @@ impl<'a> FamilyLowering<'a> {
                 None,
             ));
         }
-        let jump = || {
-            vec![rule(
-                vec![],
-                vec![Statement::Verdict(Verdict::Jump(
-                    names::COUNT_TRAFFIC_CHAIN.into(),
-                ))],
-                None,
-            )]
-        };
-        let base = |name: &str, hook| Chain {
-            name: name.into(),
-            base: Some(BaseChain {
-                kind: ChainType::Filter,
-                hook,
-                priority: -90,
-            }),
-            comment: None,
-            rules: jump(),
+        let base = |name: &str, hook| {
+            let jump = vec![jump_to(names::COUNT_TRAFFIC_CHAIN)];
+            base_chain(name, ChainType::Filter, hook, -90, jump)
         };
         vec![
             base("counters-prerouting", Hook::Prerouting),
@@ -1489,13 +1470,7 @@ impl<'a> FamilyLowering<'a> {
             }
             if !self.affinity_nodeports.is_empty() {
                 let mut matches = vec![proto_is(p), Match::CtStatusDnat];
-                if let NodePortDest::Addresses(_) = self.node_port_dest {
-                    matches.push(Match::Lookup {
-                        key: vec![Expr::CtOriginalDaddr(f)],
-                        set: SetRef::Named(names::NODEPORT_IPS.into()),
-                        negate: false,
-                    });
-                }
+                matches.extend(self.original_node_port_address());
                 update.push(rule(
                     matches,
                     vec![Statement::VerdictMap {
@@ -1638,6 +1613,27 @@ fn element(key: Vec<Value>, data: Option<ElementData>, comment: Option<&str>) ->
         data,
         comment: comment.map(str::to_string),
     }
+}
+
+fn base_chain(name: &str, kind: ChainType, hook: Hook, priority: i32, rules: Vec<Rule>) -> Chain {
+    Chain {
+        name: name.to_string(),
+        base: Some(BaseChain {
+            kind,
+            hook,
+            priority,
+        }),
+        comment: None,
+        rules,
+    }
+}
+
+fn jump_to(chain: &str) -> Rule {
+    rule(
+        vec![],
+        vec![Statement::Verdict(Verdict::Jump(chain.to_string()))],
+        None,
+    )
 }
 
 fn rule(matches: Vec<Match>, statements: Vec<Statement>, comment: Option<&str>) -> Rule {

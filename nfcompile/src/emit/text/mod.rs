@@ -564,21 +564,29 @@ fn quoted_name(name: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// A counter object's name. nft 1.0.6 reads a declared object's name only unquoted, so the
-/// lowering makes names of identifier characters; anything else is replaced, never quoted.
+/// A counter object's name. nft 1.0.6 reads a declared object's name only unquoted (an
+/// identifier: a letter, then letters, digits and `-_/.`), and the lowering only makes such
+/// names; anything else in a hand-made model is replaced so it cannot change the script.
 fn counter_name(name: &str) -> std::borrow::Cow<'_, str> {
-    let ident = |(i, b): (usize, u8)| {
-        b.is_ascii_alphabetic() || (i > 0 && (b.is_ascii_digit() || b"-_/.".contains(&b)))
-    };
-    if !name.is_empty() && name.bytes().enumerate().all(ident) {
-        name.into()
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b"-_/.".contains(&b);
+    let starts_well = name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic());
+    if starts_well && name.bytes().all(allowed) {
+        return name.into();
+    }
+    let body: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && allowed(c as u8) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if starts_well {
+        body.into()
     } else {
-        let fixed: String = name
-            .bytes()
-            .enumerate()
-            .map(|(i, b)| if ident((i, b)) { b as char } else { '_' })
-            .collect();
-        format!("c{fixed}").into()
+        format!("c{body}").into()
     }
 }
 
