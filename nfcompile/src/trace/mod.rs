@@ -118,14 +118,45 @@ impl Trace {
 pub struct TraceError(pub String);
 
 /// The state one branch carries through the hooks.
-#[derive(Debug, Clone)]
-struct State {
+#[derive(Clone)]
+struct State<'a> {
     probability: f64,
-    steps: Vec<String>,
+    steps: Vec<Step<'a>>,
     mark: u32,
     dst: IpAddr,
     dst_port: u16,
     dnat: bool,
+}
+
+/// One line of a branch's story, rendered only for the branches a trace keeps: a Maglev or
+/// affinity fork makes hundreds of branches that merge into a few, and rendering every
+/// matched rule on each of them was most of the tracer's time.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Rule { chain: &'a str, rule: &'a Rule },
+    Counted(&'a str),
+    Route(&'static str),
+}
+
+impl Step<'_> {
+    fn render(&self) -> String {
+        match self {
+            Step::Rule { chain, rule } => {
+                let mut line = format!("{chain}: ");
+                crate::emit::text::write_rule(&mut line, rule);
+                line
+            }
+            Step::Counted(name) => format!("  counted in {name}"),
+            Step::Route(text) => (*text).to_string(),
+        }
+    }
+}
+
+/// A finished branch whose steps are not rendered yet.
+struct Path<'a> {
+    probability: f64,
+    steps: Vec<Step<'a>>,
+    outcome: Outcome,
 }
 
 #[derive(Clone)]
@@ -227,17 +258,19 @@ impl<'r> Prepared<'r> {
             // own packets, sent) and leaves through `postrouting`.
             let delivered = packet.origin != Origin::Node && t.local(state.dst);
             let after: Vec<Hook> = if delivered {
-                state.steps.push("route: local delivery (input)".into());
+                state
+                    .steps
+                    .push(Step::Route("route: local delivery (input)"));
                 vec![Hook::Input]
             } else if packet.origin == Origin::Node {
                 state
                     .steps
-                    .push("route: out of this node (postrouting)".into());
+                    .push(Step::Route("route: out of this node (postrouting)"));
                 vec![Hook::Postrouting]
             } else {
                 state
                     .steps
-                    .push("route: forwarded (forward, postrouting)".into());
+                    .push(Step::Route("route: forwarded (forward, postrouting)"));
                 vec![Hook::Forward, Hook::Postrouting]
             };
             let mut states = vec![(state, Flow::Continue)];
@@ -278,8 +311,8 @@ impl<'r> Prepared<'r> {
 
 /// One branch per outcome: repeated draws reach the same endpoint along several paths (a first
 /// draw, a second after a miss, …); their probabilities add up and the likeliest path is shown.
-fn merge(branches: Vec<Branch>) -> Vec<Branch> {
-    let mut out: Vec<Branch> = Vec::new();
+fn merge(branches: Vec<Path>) -> Vec<Branch> {
+    let mut out: Vec<Path> = Vec::new();
     for b in branches {
         match out.iter_mut().find(|o| o.outcome == b.outcome) {
             Some(o) => {
@@ -291,7 +324,13 @@ fn merge(branches: Vec<Branch>) -> Vec<Branch> {
             None => out.push(b),
         }
     }
-    out
+    out.into_iter()
+        .map(|p| Branch {
+            probability: p.probability,
+            steps: p.steps.iter().map(Step::render).collect(),
+            outcome: p.outcome,
+        })
+        .collect()
 }
 
 /// The outcome of a flow that ends the packet's way through the hooks.
@@ -303,8 +342,8 @@ fn stopped(flow: &Flow) -> Option<Outcome> {
     }
 }
 
-fn branch(s: State, outcome: Outcome) -> Branch {
-    Branch {
+fn branch(s: State, outcome: Outcome) -> Path {
+    Path {
         probability: s.probability,
         steps: s.steps,
         outcome,
@@ -328,8 +367,8 @@ struct Tracer<'a> {
 impl<'a> Tracer<'a> {
     /// Every base chain on `hook` (filter and nat alike), in priority order. `accept` ends one
     /// base chain, not the hook; `drop` and `reject` end the packet.
-    fn hook(&self, hook: Hook, state: State) -> Result<Vec<(State, Flow)>, TraceError> {
-        let mut chains: Vec<&Chain> = self
+    fn hook(&self, hook: Hook, state: State<'a>) -> Result<Vec<(State<'a>, Flow)>, TraceError> {
+        let mut chains: Vec<&'a Chain> = self
             .table
             .chains
             .iter()
@@ -378,10 +417,10 @@ impl<'a> Tracer<'a> {
     /// Run `chain` from rule `from`; returns every branch with how it ended.
     fn chain(
         &self,
-        chain: &Chain,
-        state: State,
+        chain: &'a Chain,
+        state: State<'a>,
         depth: usize,
-    ) -> Result<Vec<(State, Flow)>, TraceError> {
+    ) -> Result<Vec<(State<'a>, Flow)>, TraceError> {
         if depth > 16 {
             return Err(TraceError(format!(
                 "jumps nest deeper than 16 at chain {}",
@@ -398,9 +437,10 @@ impl<'a> Tracer<'a> {
                     continue;
                 }
                 let mut s = s;
-                let mut text = String::new();
-                crate::emit::text::write_rule(&mut text, rule);
-                s.steps.push(format!("{}: {text}", chain.name));
+                s.steps.push(Step::Rule {
+                    chain: &chain.name,
+                    rule,
+                });
                 for (mut s2, flow) in self.statements(&rule.statements, s, depth)? {
                     match flow {
                         Flow::Continue => still.push(s2),
@@ -421,10 +461,10 @@ impl<'a> Tracer<'a> {
 
     fn statements(
         &self,
-        stmts: &[Statement],
-        state: State,
+        stmts: &'a [Statement],
+        state: State<'a>,
         depth: usize,
-    ) -> Result<Vec<(State, Flow)>, TraceError> {
+    ) -> Result<Vec<(State<'a>, Flow)>, TraceError> {
         let mut states = vec![(state, Flow::Continue)];
         for st in stmts {
             let mut next = Vec::new();
@@ -509,7 +549,7 @@ impl<'a> Tracer<'a> {
                                 data: Some(ElementData::Counter(name)),
                                 ..
                             }) => {
-                                s.steps.push(format!("  counted in {name}"));
+                                s.steps.push(Step::Counted(name));
                                 next.push((s, Flow::Continue));
                             }
                             Some(_) => {
@@ -531,10 +571,10 @@ impl<'a> Tracer<'a> {
 
     fn verdict(
         &self,
-        v: &Verdict,
-        s: State,
+        v: &'a Verdict,
+        s: State<'a>,
         depth: usize,
-    ) -> Result<Vec<(State, Flow)>, TraceError> {
+    ) -> Result<Vec<(State<'a>, Flow)>, TraceError> {
         Ok(match v {
             Verdict::Accept => vec![(s, Flow::Accept)],
             Verdict::Drop => vec![(s, Flow::Drop)],
