@@ -14,10 +14,10 @@ use nfcompile::synth::{random_from, Choices};
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let mut c = choices::Bytes(&mut u);
-    let services = 1 + c.below(8) as usize;
+    let services = 1 + c.below(4) as usize;
     let a = random_from(&mut c, services);
     let b = if c.chance(30) {
-        let services = 1 + c.below(8) as usize;
+        let services = 1 + c.below(4) as usize;
         random_from(&mut c, services)
     } else {
         let mut b = a.clone();

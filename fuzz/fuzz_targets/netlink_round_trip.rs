@@ -11,7 +11,7 @@ use nfcompile::synth::{random_from, Choices};
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
     let mut c = choices::Bytes(&mut u);
-    let services = 1 + c.below(12) as usize;
+    let services = 1 + c.below(4) as usize;
     let cluster = random_from(&mut c, services);
     let ruleset = nfcompile::compile(&cluster).expect("generated clusters always compile");
     if let Err(e) = nfcompile_netlink::decode::round_trip(&ruleset) {
