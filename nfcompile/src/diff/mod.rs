@@ -19,9 +19,9 @@
 
 pub mod describe;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Set, Table};
@@ -239,10 +239,10 @@ fn rule_refs(rule: &Rule) -> impl Iterator<Item = &str> {
 /// Names of `current` items that `wanted` lacks or declares differently.
 fn replaced<'a, T>(
     current: &'a [T],
-    wanted: &HashMap<&str, &T>,
+    wanted: &FxHashMap<&str, &T>,
     name: fn(&T) -> &String,
     same: fn(&T, &T) -> bool,
-) -> HashSet<&'a str> {
+) -> FxHashSet<&'a str> {
     current
         .iter()
         .filter(|c| wanted.get(name(c).as_str()).is_none_or(|w| !same(c, w)))
@@ -253,15 +253,15 @@ fn replaced<'a, T>(
 fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]) {
     let [flush, del_elems, del_sets, del_chains, add_sets, add_chains, add_elems, add_rules] =
         phases;
-    let cur_sets: HashMap<&str, &Set> = cur.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    let want_sets: HashMap<&str, &Set> = want.sets.iter().map(|s| (s.name.as_str(), s)).collect();
-    let cur_chains: HashMap<&str, &Chain> =
+    let cur_sets: FxHashMap<&str, &Set> = cur.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let want_sets: FxHashMap<&str, &Set> = want.sets.iter().map(|s| (s.name.as_str(), s)).collect();
+    let cur_chains: FxHashMap<&str, &Chain> =
         cur.chains.iter().map(|c| (c.name.as_str(), c)).collect();
 
     // Sets that disappear (or are redeclared): every rule naming them must be flushed first.
     let replaced_sets = replaced(&cur.sets, &want_sets, |s| &s.name, same_declaration);
     // Chains that disappear (or change hook/comment).
-    let want_chains: HashMap<&str, &Chain> =
+    let want_chains: FxHashMap<&str, &Chain> =
         want.chains.iter().map(|c| (c.name.as_str(), c)).collect();
     let replaced_chains = replaced(&cur.chains, &want_chains, |c| &c.name, same_shell);
 
@@ -302,7 +302,7 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
         .filter(|c| replaced_chains.contains(c.name.as_str()))
         .collect();
     while !going.is_empty() {
-        let referred: HashSet<&str> = going
+        let referred: FxHashSet<&str> = going
             .iter()
             .flat_map(|c| &c.rules)
             .flat_map(rule_refs)
@@ -380,7 +380,7 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
 
     // Counters: by name; elements naming them were deleted above, or are added below.
     let missing = |from: &[String], other: &[String]| -> Vec<String> {
-        let other: HashSet<&String> = other.iter().collect();
+        let other: FxHashSet<&String> = other.iter().collect();
         from.iter()
             .filter(|n| !other.contains(n))
             .cloned()
@@ -405,14 +405,14 @@ fn diff_table(r: &TableRef, cur: &Table, want: &Table, phases: &mut [Vec<Op>; 8]
 /// `(deleted, added)` elements between two lists of one set; elements compare whole. An
 /// element naming a chain that is deleted and re-created must go before the chain can, so it
 /// is deleted and added again even though its value stays.
-fn targets(e: &Element, chains: &HashSet<&str>) -> bool {
+fn targets(e: &Element, chains: &FxHashSet<&str>) -> bool {
     matches!(&e.data, Some(crate::model::ElementData::Verdict(v)) if v.target().is_some_and(|c| chains.contains(c)))
 }
 
 fn element_changes(
     old: &[Element],
     new: &[Element],
-    replaced_chains: &HashSet<&str>,
+    replaced_chains: &FxHashSet<&str>,
 ) -> (Vec<Element>, Vec<Element>) {
     let targets_replaced = |e: &Element| targets(e, replaced_chains);
     // Elements keep lowering order, so a change to a few services is a short run in the
@@ -482,7 +482,7 @@ pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
                     .iter_mut()
                     .find(|s| &s.name == set)
                     .ok_or(format!("no set {set}"))?;
-                let gone: HashSet<&Element> = elements.iter().collect();
+                let gone: FxHashSet<&Element> = elements.iter().collect();
                 let before = s.elements.len();
                 s.elements.retain(|e| !gone.contains(e));
                 if before - s.elements.len() != elements.len() {
@@ -573,7 +573,7 @@ pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
             Op::DeleteCounters { table: r, names } => {
                 let i = table(&mut rs, r)?;
                 let t = &mut rs.tables[i];
-                let gone: HashSet<&String> = names.iter().collect();
+                let gone: FxHashSet<&String> = names.iter().collect();
                 if let Some(e) = t.sets.iter().flat_map(|s| &s.elements).find(|e| {
                     matches!(&e.data, Some(crate::model::ElementData::Counter(n)) if gone.contains(n))
                 }) {

@@ -57,7 +57,9 @@ pub mod counters;
 pub mod endpoints;
 pub mod maglev;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
@@ -425,7 +427,7 @@ struct FamilyLowering<'a> {
     node_port_dest: NodePortDest,
     behaviours: BTreeMap<String, Behaviour>,
     /// Chain name of each behaviour seen, so a name is formatted once, not per frontend.
-    chain_names: HashMap<Behaviour, String>,
+    chain_names: FxHashMap<Behaviour, String>,
     service_ips: Vec<Element>,
     service_nodeports: Vec<Element>,
     /// Endpoint elements per shard, for address and node-port keys.
@@ -460,7 +462,7 @@ impl<'a> FamilyLowering<'a> {
             from_pod: from_pod_match(cluster, family),
             node_port_dest: node_port_dest(cluster, family),
             behaviours: BTreeMap::new(),
-            chain_names: HashMap::new(),
+            chain_names: FxHashMap::default(),
             service_ips: Vec::new(),
             service_nodeports: Vec::new(),
             endpoints: vec![Vec::new(); shards.0 as usize],

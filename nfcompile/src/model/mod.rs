@@ -5,6 +5,7 @@
 //! needs to know where a rule came from. Comments carry the provenance people want to see.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use bitflags::bitflags;
@@ -145,7 +146,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Point a jump or goto at the new name of a renamed chain.
-    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+    pub fn retarget<S: BuildHasher>(&mut self, renames: &HashMap<String, String, S>) {
         if let Verdict::Jump(c) | Verdict::Goto(c) = self {
             if let Some(to) = renames.get(c) {
                 *c = to.clone();
@@ -212,7 +213,7 @@ impl Rule {
     }
 
     /// See [`Verdict::retarget`].
-    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+    pub fn retarget<S: BuildHasher>(&mut self, renames: &HashMap<String, String, S>) {
         for s in &mut self.statements {
             if let Statement::Verdict(v) = s {
                 v.retarget(renames);
@@ -223,7 +224,7 @@ impl Rule {
 
 impl Element {
     /// See [`Verdict::retarget`].
-    pub fn retarget(&mut self, renames: &HashMap<String, String>) {
+    pub fn retarget<S: BuildHasher>(&mut self, renames: &HashMap<String, String, S>) {
         if let Some(ElementData::Verdict(v)) = &mut self.data {
             v.retarget(renames);
         }

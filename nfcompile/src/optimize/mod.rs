@@ -5,7 +5,9 @@
 //! Element order is left as lowering wrote it (grouped by service, in name order): it is
 //! already deterministic, and sorting 400k elements would cost more than everything else.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 
 use crate::model::{Chain, ElementData, Rule, Ruleset, Statement, Table};
 
@@ -34,8 +36,8 @@ pub fn run(ruleset: &mut Ruleset) -> Stats {
 /// Regular chains with the same rules are one chain: keep the first, point everything at it.
 /// Returns how many chains went away.
 pub fn merge_identical_chains(table: &mut Table) -> usize {
-    let mut first_by_body: HashMap<&[Rule], &str> = HashMap::new();
-    let mut renames: HashMap<String, String> = HashMap::new();
+    let mut first_by_body: FxHashMap<&[Rule], &str> = FxHashMap::default();
+    let mut renames: FxHashMap<String, String> = FxHashMap::default();
     for chain in &table.chains {
         if chain.base.is_some() {
             continue;
@@ -70,7 +72,7 @@ pub fn merge_identical_chains(table: &mut Table) -> usize {
 
 /// Regular chains that no base chain can reach, directly or through a verdict map, are dead.
 pub fn drop_unreferenced_chains(table: &mut Table) -> usize {
-    let by_name: HashMap<&str, &Chain> =
+    let by_name: FxHashMap<&str, &Chain> =
         table.chains.iter().map(|c| (c.name.as_str(), c)).collect();
     let map_targets = |map: &str| -> Vec<&str> {
         table

@@ -7,9 +7,10 @@
 //! its probability; the session-affinity map is empty for a first packet. Any construct the
 //! tracer does not understand is an error, never skipped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::model::*;
@@ -185,7 +186,7 @@ pub fn trace(
 /// Elements by exact key, per table and set: a lookup is then one hash probe rather than a
 /// walk over the set (a selection chain probes its map up to 21 × capacity times). Sets whose
 /// keys hold prefixes (intervals) are walked.
-type Index<'r> = HashMap<(Family, &'r str), HashMap<&'r [Value], &'r Element>>;
+type Index<'r> = FxHashMap<(Family, &'r str), FxHashMap<&'r [Value], &'r Element>>;
 
 /// A ruleset ready to trace many packets.
 pub struct Prepared<'r> {
@@ -195,7 +196,7 @@ pub struct Prepared<'r> {
 
 impl<'r> Prepared<'r> {
     pub fn new(ruleset: &'r Ruleset) -> Prepared<'r> {
-        let mut index = Index::new();
+        let mut index = Index::default();
         for t in &ruleset.tables {
             for s in &t.sets {
                 let exact = s

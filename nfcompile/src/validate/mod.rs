@@ -5,7 +5,7 @@
 
 mod names;
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
 
 use crate::error::{FieldError, Invalid};
@@ -48,9 +48,10 @@ pub fn validate(cluster: &Cluster) -> Result<Validated<'_>, Invalid> {
     v.node(cluster);
     v.config(cluster);
     // Who claimed what, as (service index, port index): names are only built for errors.
-    let mut frontends: HashMap<(IpAddr, Protocol, u16), usize> = HashMap::new();
-    let mut node_ports: HashMap<(Protocol, u16), (usize, usize)> = HashMap::new();
-    let mut seen: HashMap<(&str, &str), usize> = HashMap::with_capacity(cluster.services.len());
+    let mut frontends: FxHashMap<(IpAddr, Protocol, u16), usize> = FxHashMap::default();
+    let mut node_ports: FxHashMap<(Protocol, u16), (usize, usize)> = FxHashMap::default();
+    let mut seen: FxHashMap<(&str, &str), usize> =
+        FxHashMap::with_capacity_and_hasher(cluster.services.len(), Default::default());
     for (i, svc) in cluster.services.iter().enumerate() {
         if let Some(first) = seen.insert((&svc.namespace, &svc.name), i) {
             v.err(
@@ -181,8 +182,8 @@ impl Validator<'_> {
         &mut self,
         services: &[Service],
         index: usize,
-        frontends: &mut HashMap<(IpAddr, Protocol, u16), usize>,
-        node_ports: &mut HashMap<(Protocol, u16), (usize, usize)>,
+        frontends: &mut FxHashMap<(IpAddr, Protocol, u16), usize>,
+        node_ports: &mut FxHashMap<(Protocol, u16), (usize, usize)>,
     ) {
         let svc = &services[index];
         let object = service_object(svc);
