@@ -204,7 +204,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply { input, replace } => {
-            let ruleset = compile(&input, &mut watch)?;
+            let mut ruleset = compile(&input, &mut watch)?;
             if replace {
                 let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
                 println!(
@@ -223,6 +223,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let (live, generation) =
                 nfcompile_netlink::readback_with_generation().map_err(|e| e.to_string())?;
             watch.lap("read back");
+            nfcompile::diff::keep_capacities(&live, &mut ruleset);
             let tx = nfcompile::diff::diff(&live, &ruleset);
             watch.lap("diff");
             if tx.is_empty() {
@@ -268,7 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             detailed_exitcode,
             verbose,
         } => {
-            let desired = compile(&input, &mut watch)?;
+            let mut desired = compile(&input, &mut watch)?;
             let current = match against.as_str() {
                 "live" => nfcompile_netlink::readback().map_err(|e| e.to_string())?,
                 "empty" => nfcompile::model::Ruleset::default(),
@@ -280,6 +281,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 }
             };
             watch.lap("read back");
+            nfcompile::diff::keep_capacities(&current, &mut desired);
             let tx = nfcompile::diff::diff(&current, &desired);
             watch.lap("diff");
             let changes = nfcompile::diff::describe::describe(&current, &desired, &tx);

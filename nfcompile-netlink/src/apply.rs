@@ -177,10 +177,17 @@ fn send(
             .get(&seq)
             .cloned()
             .unwrap_or_else(|| format!("message {seq}"));
+        // nf_tables answers a set past its declared size with ENFILE, whose usual text
+        // ("Too many open files in system") would mislead.
+        let message = if errno == libc::ENFILE && what.starts_with("elements") {
+            "the set is full (more elements than its declared size)".to_string()
+        } else {
+            std::io::Error::from_raw_os_error(errno).to_string()
+        };
         return Err(ApplyError::Rejected {
             what,
             errno,
-            message: std::io::Error::from_raw_os_error(errno).to_string(),
+            message,
         });
     }
     let acked = expected

@@ -112,8 +112,8 @@ impl Syncer {
     }
 
     /// Make the kernel hold `desired`, committing only what differs from the last sync.
-    pub fn sync(&mut self, desired: Ruleset) -> Result<SyncReport, SyncError> {
-        let report = self.sync_model(&desired)?;
+    pub fn sync(&mut self, mut desired: Ruleset) -> Result<SyncReport, SyncError> {
+        let report = self.sync_model(&mut desired)?;
         self.committed = Some(Committed::Model(desired));
         Ok(report)
     }
@@ -121,8 +121,8 @@ impl Syncer {
     /// Compile `cluster` and make the kernel hold it, committing only what differs from the
     /// last sync; afterwards [`Syncer::update`] can take changes to single services.
     pub fn sync_cluster(&mut self, cluster: Cluster) -> Result<SyncReport, SyncError> {
-        let desired = nfcompile::compile(&cluster)?;
-        let report = self.sync_model(&desired)?;
+        let mut desired = nfcompile::compile(&cluster)?;
+        let report = self.sync_model(&mut desired)?;
         self.committed = Some(Committed::Cluster(Box::new(Incremental::new(
             cluster, desired,
         ))));
@@ -160,7 +160,9 @@ impl Syncer {
         }
     }
 
-    fn sync_model(&mut self, desired: &Ruleset) -> Result<SyncReport, SyncError> {
+    /// Commit what differs from `desired`, which keeps the set sizes the kernel's sets
+    /// already have where they fit ([`nfcompile::diff::keep_capacities`]).
+    fn sync_model(&mut self, desired: &mut Ruleset) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
         let (current, generation) = match (self.expected(), self.trusted) {
             (Some(expected), true) => (expected, None),
@@ -169,6 +171,7 @@ impl Syncer {
                 (live, Some(generation))
             }
         };
+        nfcompile::diff::keep_capacities(&current, desired);
         let tx = diff(&current, desired);
         self.trusted = false;
         let connection = connect(&mut self.connection)?;

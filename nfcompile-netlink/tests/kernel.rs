@@ -480,6 +480,59 @@ fn the_syncer_updates_single_services_incrementally() {
 }
 
 #[test]
+fn sets_are_sized_and_the_syncer_grows_them_before_the_kernel_refuses() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "sets_are_sized_and_the_syncer_grows_them_before_the_kernel_refuses",
+            &reason,
+        );
+    }
+    use nfcompile::incremental::Change;
+    use nfcompile::synth::one_service;
+    let endpoints_size = |rs: &Ruleset| {
+        let set = rs.tables[0].set("endpoints").expect("endpoints map");
+        (set.size, set.elements.len())
+    };
+    let upsert = |n: usize| Change::Upsert(one_service(n).services[0].clone());
+    let (reports, sizes, overfull) = in_fresh_netns(move || {
+        let mut s = nfcompile_netlink::Syncer::new();
+        let mut reports = vec![s.sync_cluster(one_service(100)).unwrap()];
+        let mut sizes = vec![endpoints_size(&readback().unwrap())];
+        // 256 fit the size 256 the set was given; 300 do not: a whole sync resizes it.
+        for n in [256, 300, 200] {
+            reports.push(s.update(&[upsert(n)]).unwrap());
+            sizes.push(endpoints_size(&readback().unwrap()));
+        }
+        // The kernel itself refuses an element past the size (so the refusal above is
+        // needed): a set of size 256 given 300 elements in one transaction.
+        let mut overfull = nfcompile::compile(&one_service(300)).unwrap();
+        for set in &mut overfull.tables[0].sets {
+            set.size = set.size.map(|_| 256);
+        }
+        overfull.tables[0].name = "overfull".into();
+        let err = apply(&overfull).map(|_| ()).unwrap_err().to_string();
+        (reports, sizes, err)
+    });
+    assert_eq!(sizes[0], (Some(256), 100));
+    assert!(reports[1].incremental, "{:?}", reports[1]);
+    assert_eq!(sizes[1], (Some(256), 256));
+    assert!(
+        !reports[2].incremental,
+        "300 > 256 needs a whole sync: {:?}",
+        reports[2]
+    );
+    assert_eq!(sizes[2], (Some(1024), 300));
+    // Fewer again: the set keeps its size (recreating it would reload every element).
+    assert!(reports[3].incremental, "{:?}", reports[3]);
+    assert_eq!(sizes[3], (Some(1024), 200));
+    eprintln!("an overfull set: {overfull}");
+    assert!(
+        overfull.contains("elements of set endpoints") && overfull.contains("the set is full"),
+        "the refused element's set is named, with ENFILE: {overfull}"
+    );
+}
+
+#[test]
 fn the_syncer_deletes_affinity_entries_of_removed_endpoints() {
     if let Some(reason) = kernel_unavailable() {
         return skip(

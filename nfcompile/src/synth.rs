@@ -301,6 +301,23 @@ pub fn random_from(r: &mut impl Choices, services: usize) -> Cluster {
     cluster
 }
 
+/// One ClusterIP service (`default/web`, 10.96.0.10 port 80) with `endpoints` endpoints
+/// on another node: one element each in the `endpoints` map, for tests of set sizes.
+pub fn one_service(endpoints: usize) -> Cluster {
+    let mut c = ClusterBuilder::new("node-0", [v4(0xC0A8_0001)]).build();
+    let mut s =
+        ServiceBuilder::new("default", "web", v4(0x0A60_000A)).port("http", Protocol::Tcp, 80);
+    for e in 0..endpoints {
+        s = s.endpoint(
+            v4(0x0AC8_0001 + e as u32),
+            Some("node-2"),
+            &[("http", 8080)],
+        );
+    }
+    c.services.push(s.build());
+    c
+}
+
 #[cfg(test)]
 mod tests {
     /// Regression (fuzz/seeds/diff_pairs/crash-86a19ccc…): every Maglev table the generator

@@ -203,12 +203,53 @@ pub(crate) fn add_new_chain(
 
 /// Whether two sets are declared alike (elements aside).
 pub(crate) fn same_declaration(a: &Set, b: &Set) -> bool {
+    a.size == b.size && same_but_size(a, b)
+}
+
+/// Whether two sets are declared alike but for their sizes: a service's fragment is
+/// lowered without them (the table's capacity is not the service's to choose).
+pub(crate) fn same_but_size(a: &Set, b: &Set) -> bool {
     a.key == b.key
         && a.data == b.data
         && a.flags == b.flags
         && a.timeout == b.timeout
-        && a.size == b.size
         && a.comment == b.comment
+}
+
+/// Let `desired` keep the sizes `current` (the kernel's, or the last commit) gives its sets
+/// while they fit: a size is a capacity ([`crate::lower::capacity`]), and recreating a set
+/// because its count crossed a power of two would reload all its elements. A set is
+/// resized when its elements no longer fit, or when it is more than four times the size
+/// the lowering wants. Returns how many sizes were kept.
+pub fn keep_capacities(current: &Ruleset, desired: &mut Ruleset) -> usize {
+    let mut kept = 0;
+    for t in &mut desired.tables {
+        let Some(cur) = current
+            .tables
+            .iter()
+            .find(|c| c.family == t.family && c.name == t.name)
+        else {
+            continue;
+        };
+        for set in &mut t.sets {
+            let (Some(have), Some(want)) = (cur.set(&set.name), set.size) else {
+                continue;
+            };
+            let Some(live) = have.size else { continue };
+            let fits = set.elements.len() <= live as usize;
+            let modest = u64::from(live) <= 4 * u64::from(want);
+            if live != want
+                && fits
+                && modest
+                && crate::lower::capacity::sized_by_capacity(set.flags)
+                && same_but_size(have, set)
+            {
+                set.size = Some(live);
+                kept += 1;
+            }
+        }
+    }
+    kept
 }
 
 fn same_shell(a: &Chain, b: &Chain) -> bool {
@@ -548,6 +589,13 @@ pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
                     .find(|s| &s.name == set)
                     .ok_or(format!("no set {set}"))?;
                 s.elements.extend(elements.iter().cloned());
+                // The kernel refuses an element past a set's size (ENFILE).
+                if let Some(size) = s.size.filter(|&n| s.elements.len() > n as usize) {
+                    return Err(format!(
+                        "set {set} is full: {} elements, size {size}",
+                        s.elements.len()
+                    ));
+                }
             }
             Op::AddRules {
                 table: r,

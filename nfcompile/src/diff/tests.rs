@@ -207,3 +207,64 @@ fn plans_describe_services() {
     assert_eq!(added.len(), 5);
     assert_eq!(added[0].details[0], "port 80/TCP → 3 endpoints");
 }
+
+fn endpoints_set(rs: &Ruleset) -> &Set {
+    rs.tables[0].set(crate::lower::names::ENDPOINTS).unwrap()
+}
+
+#[test]
+fn a_full_sync_keeps_a_sets_size_while_its_elements_fit() {
+    let live = compile(&crate::synth::one_service(200)); // 400 → 512
+    assert_eq!(endpoints_set(&live).size, Some(512));
+
+    // Fewer endpoints want 256; the live 512 still fits and is not 4× too big: kept, so the
+    // diff touches elements only.
+    let mut fewer = compile(&crate::synth::one_service(100));
+    assert_eq!(endpoints_set(&fewer).size, Some(256));
+    assert!(keep_capacities(&live, &mut fewer) >= 1);
+    assert_eq!(endpoints_set(&fewer).size, Some(512));
+    let tx = check(&live, &fewer, "fewer endpoints");
+    assert!(
+        !tx.ops
+            .iter()
+            .any(|op| matches!(op, Op::DeleteSet { .. } | Op::AddSet { .. })),
+        "{:#?}",
+        kinds(&tx)
+    );
+
+    // More than the live size holds: the set gets its own, bigger size and is recreated.
+    let mut more = compile(&crate::synth::one_service(600));
+    keep_capacities(&live, &mut more);
+    assert_eq!(endpoints_set(&more).size, Some(2048));
+    let tx = check(&live, &more, "more endpoints");
+    assert!(tx.ops.iter().any(
+        |op| matches!(op, Op::DeleteSet { set, .. } if set == crate::lower::names::ENDPOINTS)
+    ));
+
+    // A set more than 4× the size it needs shrinks.
+    let big = compile(&crate::synth::one_service(600));
+    let mut small = compile(&crate::synth::one_service(3));
+    keep_capacities(&big, &mut small);
+    assert_eq!(endpoints_set(&small).size, Some(256));
+}
+
+#[test]
+fn the_model_refuses_elements_past_a_sets_size_like_the_kernel() {
+    let a = compile(&crate::synth::one_service(100));
+    let mut b = compile(&crate::synth::one_service(300));
+    // As if the size had been kept although the elements no longer fit.
+    let size = endpoints_set(&a).size;
+    b.tables[0]
+        .sets
+        .iter_mut()
+        .find(|s| s.name == crate::lower::names::ENDPOINTS)
+        .unwrap()
+        .size = size;
+    let Err(err) = apply(&a, &diff(&a, &b)) else {
+        panic!("300 elements in a set of size 256 applied");
+    };
+    assert!(
+        err.contains("set endpoints is full: 300 elements, size 256"),
+        "{err}"
+    );
+}

@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rustc_hash::FxHashMap;
 
-use crate::diff::{add_new_chain, same_declaration, Op, TableRef, Transaction};
+use crate::diff::{add_new_chain, same_but_size, Op, TableRef, Transaction};
 use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
@@ -284,6 +284,7 @@ impl Incremental {
                     new_t.as_ref(),
                 )?;
             }
+            plan.check_capacity(st, &self.shells.tables[st.table])?;
             plans.push((*family, plan));
         }
         // Families a new service needs that the tables do not have.
@@ -430,7 +431,7 @@ impl TablePlan {
                 let Some(have) = shell.set(&s.name) else {
                     return Err(Refused(format!("set {} is new", s.name)));
                 };
-                if !same_declaration(have, s) {
+                if !same_but_size(have, s) {
                     return Err(Refused(format!("set {} is declared differently", s.name)));
                 }
             }
@@ -522,6 +523,38 @@ impl TablePlan {
                 "two changed services both claim {key:?} in {set}"
             )))
         }
+    }
+
+    /// Refuses when a set would hold more elements than its declared size, which the kernel
+    /// would refuse (`ENFILE`); the full sync that follows gives the set a bigger one.
+    fn check_capacity(&self, st: &TableState, shell: &Table) -> Result<(), Refused> {
+        for (set, adds) in &self.adds {
+            let Some(size) = shell.set(set).and_then(|s| s.size) else {
+                continue;
+            };
+            let held = st.elements.get(set);
+            let has = |k: &Vec<crate::model::Value>| held.is_some_and(|h| h.contains_key(k));
+            let deleted: HashSet<&Vec<crate::model::Value>> = self
+                .deletes
+                .get(set)
+                .into_iter()
+                .flatten()
+                .map(|e| &e.key)
+                .filter(|k| has(k))
+                .collect();
+            let added: HashSet<&Vec<crate::model::Value>> = adds
+                .iter()
+                .map(|e| &e.key)
+                .filter(|k| !has(k) || deleted.contains(k))
+                .collect();
+            let count = held.map_or(0, |h| h.len()) - deleted.len() + added.len();
+            if count > size as usize {
+                return Err(Refused(format!(
+                    "set {set} would hold {count} elements, more than its size {size}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn commit(mut self, st: &mut TableState, shell: &mut Table, phases: &mut [Vec<Op>; 4]) {

@@ -56,7 +56,22 @@ fn by_body(rs: &Ruleset) -> Ruleset {
 /// What a full sync would still change after incremental updates: only the leftovers the
 /// incremental path keeps on purpose (unused shared chains, hairpin addresses).
 fn assert_only_leftovers(inc: &Incremental, what: &str) {
-    let full = compile(inc.cluster());
+    // Sizes aside: whether a full sync keeps or resizes a set is `keep_capacities`' policy
+    // (tested with it); that the incremental path stays within them, `capacity_*` below.
+    let mut full = compile(inc.cluster());
+    let expected = inc.expected();
+    for (t, e) in full.tables.iter_mut().zip(&expected.tables) {
+        for s in &mut t.sets {
+            if let Some(size) = e.set(&s.name).and_then(|e| e.size) {
+                assert!(
+                    s.elements.len() <= size as usize,
+                    "{what}: {} overfull",
+                    s.name
+                );
+                s.size = Some(size);
+            }
+        }
+    }
     // The affinity update chain keeps rules for kinds of frontend no longer in use (their maps
     // are empty, so they never match); a full compile drops them, and their maps.
     let update_rules = |rs: &Ruleset| -> Vec<Vec<Rule>> {
@@ -409,4 +424,31 @@ fn counters_come_and_go_with_their_service_and_survive_endpoint_changes() {
         .position(|op| matches!(op, Op::AddElements { .. }))
         .unwrap();
     assert!(ops[0].0 < first_element_add);
+}
+
+#[test]
+fn capacity_an_update_past_a_sets_size_is_refused() {
+    let c = synth::one_service(100); // 100 endpoint elements, size 256
+    let mut inc = Incremental::new(c.clone(), compile(&c));
+    let upsert = |n: usize| Change::Upsert(synth::one_service(n).services[0].clone());
+
+    // Up to the size: element by element.
+    let tx = inc.update(&[upsert(256)]).expect("fits in 256");
+    assert!(crate::diff::apply(&compile(&c), &tx).is_ok());
+    // One more than the size: the kernel would refuse it, so the update is refused and
+    // nothing changes.
+    let before = inc.expected();
+    let Err(Refused(why)) = inc.update(&[upsert(257)]) else {
+        panic!("257 elements accepted in a set of size 256");
+    };
+    assert!(
+        why.contains("set endpoints would hold 257 elements, more than its size 256"),
+        "{why}"
+    );
+    assert_eq!(canonical(&inc.expected()), canonical(&before));
+    // Replacing endpoints one for one needs no room.
+    let mut moved = synth::one_service(256).services[0].clone();
+    moved.endpoints[0].address = "10.201.0.1".parse().unwrap();
+    inc.update(&[Change::Upsert(moved)])
+        .expect("a replaced endpoint fits");
 }

@@ -53,6 +53,7 @@
 //! `goto reject-chain` (the client is refused at once); `Local` policies with no local
 //! endpoint reach the end of the local selection chain, which drops.
 
+pub mod capacity;
 pub mod counters;
 pub mod endpoints;
 pub mod maglev;
@@ -118,7 +119,9 @@ pub fn lower(validated: Validated<'_>) -> Ruleset {
                 shard_count(estimate(cluster, family, Keyed::Addr)),
                 shard_count(estimate(cluster, family, Keyed::NodePort)),
             );
-            FamilyLowering::new(cluster, family, shards).run(&services)
+            let mut table = FamilyLowering::new(cluster, family, shards).run(&services);
+            capacity::size_sets(&mut table);
+            table
         })
         .collect();
     Ruleset { tables }
