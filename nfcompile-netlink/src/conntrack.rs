@@ -10,6 +10,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use nfcompile::incremental::StaleEndpoint;
+
+use crate::attr::{nested, put as attr};
 use nfcompile::ir::Protocol;
 use nfcompile::model::{Family, Value};
 
@@ -22,7 +24,6 @@ const NLM_F_ACK: u16 = 0x4;
 const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 const CTA_TUPLE_ORIG: u16 = 1;
@@ -139,24 +140,6 @@ fn header(buf: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, family: u8) {
 fn finish(buf: &mut [u8]) {
     let len = buf.len() as u32;
     buf[..4].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// An attribute with `payload`, padded to 4 bytes.
-fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
-    buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(buf.len().div_ceil(4) * 4, 0);
-}
-
-/// A nested attribute whose payload `inner` writes.
-fn nested(buf: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u8>)) {
-    let start = buf.len();
-    buf.extend_from_slice(&[0, 0]);
-    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-    inner(buf);
-    let len = (buf.len() - start) as u16;
-    buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
 
 fn ip_bytes(a: &IpAddr) -> Vec<u8> {

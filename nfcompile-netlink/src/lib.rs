@@ -8,6 +8,7 @@
 //! ```
 
 pub mod apply;
+mod attr;
 pub mod bytecode;
 pub mod conntrack;
 pub mod decode;

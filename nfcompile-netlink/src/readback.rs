@@ -658,7 +658,7 @@ fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, R
 }
 
 /// Netlink attributes of one level: `(type without flags, payload)`.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if b.len() < 4 {
             return None;
@@ -674,19 +674,14 @@ fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-// enum nft_set_elem_list_attributes / nft_set_elem_attributes / nft_data_attributes
-const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_SET_ELEM_FLAGS: u16 = 3;
-const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTA_SET_ELEM_OBJREF: u16 = 9;
-const NFTA_SET_ELEM_KEY_END: u16 = 10;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
+use crate::attr::nft::{
+    DATA_VALUE as NFTA_DATA_VALUE, DATA_VERDICT as NFTA_DATA_VERDICT, LIST_ELEM as NFTA_LIST_ELEM,
+    SET_ELEM_DATA as NFTA_SET_ELEM_DATA, SET_ELEM_FLAGS as NFTA_SET_ELEM_FLAGS,
+    SET_ELEM_KEY as NFTA_SET_ELEM_KEY, SET_ELEM_KEY_END as NFTA_SET_ELEM_KEY_END,
+    SET_ELEM_LIST_ELEMENTS as NFTA_SET_ELEM_LIST_ELEMENTS, SET_ELEM_OBJREF as NFTA_SET_ELEM_OBJREF,
+    SET_ELEM_USERDATA as NFTA_SET_ELEM_USERDATA, VERDICT_CHAIN as NFTA_VERDICT_CHAIN,
+    VERDICT_CODE as NFTA_VERDICT_CODE,
+};
 
 /// The elements of one NEWSETELEM message body (after the nfgenmsg header).
 fn parse_elements(body: &[u8], out: &mut Vec<ElemSpec>) -> Result<(), DecodeError> {
