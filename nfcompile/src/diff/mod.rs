@@ -644,6 +644,12 @@ pub fn apply(current: &Ruleset, tx: &Transaction) -> Result<Ruleset, String> {
 /// Order-insensitive comparison form: tables, sets, chains by name; elements sorted.
 pub fn canonical(rs: &Ruleset) -> Ruleset {
     let mut rs = rs.clone();
+    canonicalize(&mut rs);
+    rs
+}
+
+/// [`canonical`] in place, for a ruleset the caller owns (no copy).
+pub fn canonicalize(rs: &mut Ruleset) {
     rs.tables
         .sort_by(|a, b| (a.family, &a.name).cmp(&(b.family, &b.name)));
     for t in &mut rs.tables {
@@ -654,7 +660,6 @@ pub fn canonical(rs: &Ruleset) -> Ruleset {
             s.elements.sort();
         }
     }
-    rs
 }
 
 #[cfg(test)]
