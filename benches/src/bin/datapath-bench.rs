@@ -10,7 +10,9 @@
 //! chain of services), reads one byte and resets, in a loop for a fixed time (median of three
 //! runs); that service is a plain ClusterIP service with 5 endpoints in every size.
 //!
-//! Usage: datapath-bench [SECONDS] [SIZES…]   (default 3 s; 1 10000 50000)
+//! Usage: datapath-bench [--counters] [SECONDS] [SIZES…]   (default 3 s; 1 10000 50000)
+//! `--counters` also measures nfcompile's rules with per-service counters on (every packet
+//! then passes the counting chain; the connection is counted before dispatch).
 //! Internal: datapath-bench serve PORT | datapath-bench connect IP PORT SECONDS
 
 use std::io::Read;
@@ -106,7 +108,8 @@ impl Drop for Child_ {
     }
 }
 
-/// New connections per second through `rules` ("nfcompile" or "iptables") for `services`.
+/// New connections per second through `rules` ("nfcompile", "nfcompile-counters" or
+/// "iptables") for `services`.
 fn measure(rules: &str, services: usize, secs: f64, dir: &std::path::Path) -> f64 {
     let me = std::env::current_exe().unwrap();
     let tag = format!("{}-{}", std::process::id(), services);
@@ -128,9 +131,10 @@ fn measure(rules: &str, services: usize, secs: f64, dir: &std::path::Path) -> f6
          && sysctl -qw net.ipv4.ip_local_port_range='10000 65000'");
     sh(&server.0, "ip addr add 10.2.0.2/24 dev eth0 && ip link set eth0 up && ip link set lo up && ip route add default via 10.2.0.1 \
          && ip route add local 10.128.0.0/9 dev lo");
-    let c = cluster(services);
+    let mut c = cluster(services);
+    c.config.counters = rules == "nfcompile-counters";
     match rules {
-        "nfcompile" => {
+        "nfcompile" | "nfcompile-counters" => {
             let ruleset = nfcompile::compile(&c).expect("valid");
             let ns = std::fs::File::open(format!("/run/netns/{}", node.0)).unwrap();
             // Apply from a thread inside the node's namespace: no process start-up.
@@ -196,7 +200,11 @@ fn measure(rules: &str, services: usize, secs: f64, dir: &std::path::Path) -> f6
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let counters = args.first().is_some_and(|a| a == "--counters");
+    if counters {
+        args.remove(0);
+    }
     match args.first().map(String::as_str) {
         Some("serve") => return serve(args[1].parse().unwrap()),
         Some("connect") => {
@@ -215,16 +223,30 @@ fn main() {
     };
     let dir = std::env::temp_dir().join(format!("nfc-datapath-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    println!("| services | nfcompile conn/s | vs 1 service | iptables (kube-proxy) conn/s | vs 1 service |");
-    println!("|---:|---:|---:|---:|---:|");
+    let with_counters = if counters {
+        " nfcompile + counters conn/s | vs 1 service, no counters |"
+    } else {
+        ""
+    };
+    println!("| services | nfcompile conn/s | vs 1 service |{with_counters} iptables (kube-proxy) conn/s | vs 1 service |");
+    println!(
+        "|---:|---:|---:|{}---:|---:|",
+        if counters { "---:|---:|" } else { "" }
+    );
     let (mut base_n, mut base_i) = (None, None);
     for n in sizes {
         let a = measure("nfcompile", n, secs, &dir);
-        let b = measure("iptables", n, secs, &dir);
         let bn = *base_n.get_or_insert(a);
+        let counted = if counters {
+            let k = measure("nfcompile-counters", n, secs, &dir);
+            format!(" {k:.0} | {:.0}% |", 100.0 * k / bn)
+        } else {
+            String::new()
+        };
+        let b = measure("iptables", n, secs, &dir);
         let bi = *base_i.get_or_insert(b);
         println!(
-            "| {n} | {a:.0} | {:.0}% | {b:.0} | {:.0}% |",
+            "| {n} | {a:.0} | {:.0}% |{counted} {b:.0} | {:.0}% |",
             100.0 * a / bn,
             100.0 * b / bi
         );
