@@ -214,12 +214,12 @@ fn endpoints_set(rs: &Ruleset) -> &Set {
 
 #[test]
 fn a_full_sync_keeps_a_sets_size_while_its_elements_fit() {
-    let live = compile(&crate::synth::one_service(200)); // 400 → 512
+    let live = compile(&crate::synth::one_service(300)); // 300 + 37 → 512
     assert_eq!(endpoints_set(&live).size, Some(512));
 
     // Fewer endpoints want 256; the live 512 still fits and is not 4× too big: kept, so the
     // diff touches elements only.
-    let mut fewer = compile(&crate::synth::one_service(100));
+    let mut fewer = compile(&crate::synth::one_service(200));
     assert_eq!(endpoints_set(&fewer).size, Some(256));
     assert!(keep_capacities(&live, &mut fewer) >= 1);
     assert_eq!(endpoints_set(&fewer).size, Some(512));
@@ -235,14 +235,14 @@ fn a_full_sync_keeps_a_sets_size_while_its_elements_fit() {
     // More than the live size holds: the set gets its own, bigger size and is recreated.
     let mut more = compile(&crate::synth::one_service(600));
     keep_capacities(&live, &mut more);
-    assert_eq!(endpoints_set(&more).size, Some(2048));
+    assert_eq!(endpoints_set(&more).size, Some(1024));
     let tx = check(&live, &more, "more endpoints");
     assert!(tx.ops.iter().any(
         |op| matches!(op, Op::DeleteSet { set, .. } if set == crate::lower::names::ENDPOINTS)
     ));
 
     // A set more than 4× the size it needs shrinks.
-    let big = compile(&crate::synth::one_service(600));
+    let big = compile(&crate::synth::one_service(1200)); // 2048 > 4 × 256
     let mut small = compile(&crate::synth::one_service(3));
     keep_capacities(&big, &mut small);
     assert_eq!(endpoints_set(&small).size, Some(256));

@@ -32,8 +32,8 @@
 //!
 //! Per packet this is a constant number of hash lookups. Per load it is one element per
 //! frontend in a dispatch map plus about one per (frontend, endpoint) in an endpoint map;
-//! chains number a few per slot capacity in use. Every set is declared with a size (twice its
-//! elements, see [`capacity`]): the kernel then uses its fixed-size hash, which loads faster
+//! chains number a few per slot capacity in use. Every set is declared with a size (its
+//! elements and an eighth, see [`capacity`]): the kernel then uses its fixed-size hash, which loads faster
 //! than the resizable one.
 //!
 //! # Slots, and why endpoint changes touch data only
