@@ -9,10 +9,11 @@
 # then one-endpoint incremental updates at 50k (sync-bench) and the datapath's new-connection
 # rate at 1 / 10k / 50k services (datapath-bench). A peer load is stopped after LIMIT seconds,
 # and not started when the previous size extrapolates (as O(n²)) beyond 4 × LIMIT; the table
-# says which.
+# says which. Every load is the median of REPEAT runs (a load that takes over 20 s runs
+# once): on a small shared machine one run can be off by 30%.
 # Needs root; installs what it needs. Writes benches/results/scale-<date>.md and prints it.
 # Usage: sudo benches/scale.sh [SIZES…]   (default: 1000 5000 50000)
-# Environment: LIMIT=300 (s), SYNC_SIZE=50000, DATAPATH_SIZES="1 10000 50000"
+# Environment: LIMIT=300 (s), REPEAT=3, SYNC_SIZE=50000, DATAPATH_SIZES="1 10000 50000"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "scale.sh needs root (network namespaces, nft, iptables)" >&2; exit 1; }
@@ -27,6 +28,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000 5000 50000)
 limit=${LIMIT:-300}
+repeat=${REPEAT:-3}
 sync_size=${SYNC_SIZE:-50000}
 read -r -a datapath_sizes <<< "${DATAPATH_SIZES:-1 10000 50000}"
 
@@ -49,6 +51,16 @@ timed() {
   [ "$rc" = 0 ] || { echo "failed: $*" >&2; exit 1; }
   echo "$t1 - $t0" | bc -l | xargs printf '%.3f'
 }
+median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
+# `timed`, as the median of REPEAT runs; a load slower than 20 s (or stopped) runs once.
+timed_median() {
+  local first i all
+  first=$(timed "$@")
+  if [ "$first" = stopped ] || [ "$(echo "$first > 20" | bc -l)" = 1 ]; then echo "$first"; return; fi
+  all=("$first")
+  for ((i = 1; i < repeat; i++)); do all+=("$(timed "$@")"); done
+  printf '%s\n' "${all[@]}" | median
+}
 ratio() { echo "$1 / $2" | bc -l | xargs printf '%.1f'; }
 # Would a peer that took $2 s at $1 services take more than 4 × LIMIT at $3 (if O(n²))? Then
 # it is not even started; otherwise it runs, stopped after LIMIT seconds.
@@ -63,20 +75,22 @@ for n in "${sizes[@]}"; do
   $bin/peer-rules kube-nftables "$n" 5 10 > "$work/kube.nft"
   $bin/peer-rules kube-iptables "$n" 5 10 > "$work/kube.iptables"
 
-  cli[$n]=$(timed "$bin/nfcompile" apply -q -f "$work/in.json")
-  # Library apply, nft -f of our script and readback, from netlink-bench's row.
-  row=$($bin/netlink-bench "$n" | grep "^| $n |")
-  lib[$n]=$(echo "$row" | awk -F'|' '{print $4}' | tr -d ' s')
-  ours[$n]=$(echo "$row" | awk -F'|' '{print $7}' | tr -d ' s')
-  rb[$n]=$(echo "$row" | awk -F'|' '{print $10}' | awk '{print $1}')
+  cli[$n]=$(timed_median "$bin/nfcompile" apply -q -f "$work/in.json")
+  # Library apply, nft -f of our script and readback, from netlink-bench's rows.
+  rows=$(for ((i = 0; i < repeat; i++)); do $bin/netlink-bench "$n" | grep "^| $n |"; done)
+  lib[$n]=$(echo "$rows" | awk -F'|' '{print $4}' | tr -d ' s' | median)
+  ours[$n]=$(echo "$rows" | awk -F'|' '{print $7}' | tr -d ' s' | median)
+  rb[$n]=$(echo "$rows" | awk -F'|' '{print $10}' | awk '{print $1}' | median)
   ip netns add "$ns"; ip netns exec "$ns" nft -f "$work/ours.nft"
-  t0=$(date +%s.%N); ip netns exec "$ns" nft list table ip nfcompile >/dev/null; t1=$(date +%s.%N)
+  lst[$n]=$(for ((i = 0; i < repeat; i++)); do
+    t0=$(date +%s.%N); ip netns exec "$ns" nft list table ip nfcompile >/dev/null; t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l | xargs printf '%.3f\n'
+  done | median)
   ip netns del "$ns"
-  lst[$n]=$(echo "$t1 - $t0" | bc -l | xargs printf '%.3f')
 
-  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_kn" "$n"; then kn[$n]="skipped"; prev_kn=stopped; else kn[$n]=$(timed nft -f "$work/kube.nft"); prev_kn=${kn[$n]}; fi
-  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_ilr" "$n"; then ilr[$n]="skipped"; prev_ilr=stopped; else ilr[$n]=$(timed sh -c "iptables-legacy-restore < $work/kube.iptables"); prev_ilr=${ilr[$n]}; fi
-  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_inr" "$n"; then inr[$n]="skipped"; prev_inr=stopped; else inr[$n]=$(timed sh -c "iptables-nft-restore < $work/kube.iptables"); prev_inr=${inr[$n]}; fi
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_kn" "$n"; then kn[$n]="skipped"; prev_kn=stopped; else kn[$n]=$(timed_median nft -f "$work/kube.nft"); prev_kn=${kn[$n]}; fi
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_ilr" "$n"; then ilr[$n]="skipped"; prev_ilr=stopped; else ilr[$n]=$(timed_median sh -c "iptables-legacy-restore < $work/kube.iptables"); prev_ilr=${ilr[$n]}; fi
+  if [ -n "$prev_n" ] && too_slow "$prev_n" "$prev_inr" "$n"; then inr[$n]="skipped"; prev_inr=stopped; else inr[$n]=$(timed_median sh -c "iptables-nft-restore < $work/kube.iptables"); prev_inr=${inr[$n]}; fi
   prev_n=$n
 done
 
@@ -97,7 +111,7 @@ out="benches/results/scale-$(date +%Y-%m-%d).md"
 {
   echo "# Scale benchmark: nfcompile and its peers ($(date +%Y-%m-%d); $(nproc) cores, Linux $(uname -r), $(nft --version | head -1), $(iptables-legacy --version))"
   echo
-  echo "Command: \`sudo benches/scale.sh ${sizes[*]}\`. Services × 5 endpoints over 10 nodes; every load into a fresh network namespace."
+  echo "Command: \`sudo benches/scale.sh ${sizes[*]}\`. Services × 5 endpoints over 10 nodes; every load into a fresh network namespace, the median of $repeat runs (a load over 20 s: one run)."
   echo "Ratios: time ÷ nfcompile's library apply (what an embedding proxy pays per full sync)."
   echo
   echo "| services | nfcompile library apply | nfcompile apply (CLI, incl. start-up and JSON) | nft -f of nfcompile's script | kube-proxy nftables layout, nft -f | kube-proxy iptables rules, iptables-legacy-restore | same, iptables-nft-restore | readback (netlink) | nft list table |"
