@@ -37,9 +37,12 @@ pub(crate) fn put(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
 
 /// A NUL-terminated string attribute (a NUL inside `s` would cut it short: replaced).
 pub(crate) fn put_strz(buf: &mut Vec<u8>, kind: u16, s: &str) {
-    let mut z = s.replace('\0', "_").into_bytes();
-    z.push(0);
-    put(buf, kind, &z);
+    // Written in place: chain and object names go out once per element.
+    buf.extend_from_slice(&((4 + s.len() + 1) as u16).to_ne_bytes());
+    buf.extend_from_slice(&kind.to_ne_bytes());
+    buf.extend(s.bytes().map(|c| if c == 0 { b'_' } else { c }));
+    buf.push(0);
+    buf.resize(buf.len().div_ceil(4) * 4, 0);
 }
 
 /// A nested attribute whose payload `inner` writes.

@@ -925,7 +925,6 @@ fn element_bodies(table: &str, set: &str, id: Option<u32>, specs: &[ElemSpec]) -
     };
     let mut bodies = Vec::new();
     let mut rest = specs;
-    let mut one = Vec::new();
     while !rest.is_empty() {
         let mut body = Vec::with_capacity(MAX_LIST + 1024);
         head(&mut body);
@@ -933,12 +932,14 @@ fn element_bodies(table: &str, set: &str, id: Option<u32>, specs: &[ElemSpec]) -
         let mut taken = 0;
         nested(&mut body, nft::SET_ELEM_LIST_ELEMENTS, |b| {
             for e in rest {
-                one.clear();
-                element(&mut one, e);
-                if taken > 0 && b.len() - list_start + one.len() > MAX_LIST {
+                // Written in place; an element that does not fit is taken back and opens
+                // the next message.
+                let before = b.len();
+                element(b, e);
+                if taken > 0 && b.len() - list_start > MAX_LIST {
+                    b.truncate(before);
                     break;
                 }
-                b.extend_from_slice(&one);
                 taken += 1;
             }
         });
