@@ -10,6 +10,7 @@
 # compile_input) read their bytes as bounded choices, where comparison tracing guides little
 # and costs about 40% of the time: they are built without it, in a target dir of their own
 # so that switching between targets does not rebuild.
+# They also use mimalloc (fuzz_targets/choices.rs): glibc's malloc was ~40% of their time.
 # Usage: fuzz/run.sh [SECONDS] [TARGET…]
 set -euo pipefail
 cd "$(dirname "$0")"
