@@ -92,16 +92,155 @@ unsafe impl NlMsg for Message {
     }
 }
 
-/// Owned libnftnl objects, freed when the batch is built.
-struct Owned<T> {
-    ptr: *mut T,
-    free: unsafe extern "C" fn(*const T),
+/// A kind of libnftnl object: how one is made, freed and written into a message.
+trait Object {
+    fn alloc() -> *mut Self;
+    /// # Safety
+    /// `p` came from `alloc` and is not used afterwards.
+    unsafe fn free(p: *mut Self);
+    /// # Safety
+    /// `hdr` heads a message with room for the payload; `p` is live.
+    unsafe fn write(hdr: *mut libc::nlmsghdr, p: *mut Self);
 }
 
-impl<T> Drop for Owned<T> {
-    fn drop(&mut self) {
-        unsafe { (self.free)(self.ptr) }
+macro_rules! object {
+    ($ty:ident, $alloc:ident, $free:ident, $write:ident) => {
+        impl Object for sys::$ty {
+            fn alloc() -> *mut Self {
+                unsafe { sys::$alloc() }
+            }
+            unsafe fn free(p: *mut Self) {
+                unsafe { sys::$free(p) }
+            }
+            unsafe fn write(hdr: *mut libc::nlmsghdr, p: *mut Self) {
+                unsafe { sys::$write(hdr, p) }
+            }
+        }
+    };
+}
+
+object!(
+    nftnl_table,
+    nftnl_table_alloc,
+    nftnl_table_free,
+    nftnl_table_nlmsg_build_payload
+);
+object!(
+    nftnl_chain,
+    nftnl_chain_alloc,
+    nftnl_chain_free,
+    nftnl_chain_nlmsg_build_payload
+);
+object!(
+    nftnl_rule,
+    nftnl_rule_alloc,
+    nftnl_rule_free,
+    nftnl_rule_nlmsg_build_payload
+);
+object!(
+    nftnl_set,
+    nftnl_set_alloc,
+    nftnl_set_free,
+    nftnl_set_nlmsg_build_payload
+);
+object!(
+    nftnl_obj,
+    nftnl_obj_alloc,
+    nftnl_obj_free,
+    nftnl_obj_nlmsg_build_payload
+);
+
+/// An owned libnftnl object, freed once the message that carries it is built.
+struct Owned<T: Object>(*mut T);
+
+impl<T: Object> Owned<T> {
+    fn new() -> Self {
+        Owned(T::alloc())
     }
+}
+
+impl<T: Object> Drop for Owned<T> {
+    fn drop(&mut self) {
+        unsafe { T::free(self.0) }
+    }
+}
+
+/// How a message writes `obj`: its payload, and never a follow-up message.
+fn write_object<T: Object + 'static>(obj: Owned<T>) -> Box<dyn Fn(*mut libc::nlmsghdr) -> bool> {
+    Box::new(move |hdr| {
+        // `obj` whole, not just its pointer: the closure keeps it alive until it is dropped.
+        let obj = &obj;
+        unsafe { T::write(hdr, obj.0) };
+        false
+    })
+}
+
+/// The table `table` (its name and family; libnftnl copies the strings).
+fn table_object(table: &Table) -> Owned<sys::nftnl_table> {
+    let t = Owned::new();
+    let name = cstr(&table.name);
+    unsafe {
+        sys::nftnl_table_set_str(t.0, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
+        sys::nftnl_table_set_u32(t.0, sys::NFTNL_TABLE_FAMILY as u16, family(table));
+    }
+    t
+}
+
+/// The chain `chain` of `table`.
+fn chain_object(table: &Table, chain: &str) -> Owned<sys::nftnl_chain> {
+    let c = Owned::new();
+    let (tname, cname) = (cstr(&table.name), cstr(chain));
+    unsafe {
+        sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+        sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
+        sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_FAMILY as u16, family(table));
+    }
+    c
+}
+
+/// A rule of the chain `chain` of `table`, without expressions yet.
+fn rule_object(table: &Table, chain: &str) -> Owned<sys::nftnl_rule> {
+    let r = Owned::new();
+    let (tname, cname) = (cstr(&table.name), cstr(chain));
+    unsafe {
+        sys::nftnl_rule_set_str(r.0, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+        sys::nftnl_rule_set_str(r.0, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
+        sys::nftnl_rule_set_u32(r.0, sys::NFTNL_RULE_FAMILY as u16, family(table));
+    }
+    r
+}
+
+/// The set `name` of `table`, known in the batch by `id`.
+fn set_object(table: &Table, name: &str, id: u32) -> Owned<sys::nftnl_set> {
+    let s = Owned::new();
+    let (tname, sname) = (cstr(&table.name), cstr(name));
+    unsafe {
+        sys::nftnl_set_set_str(s.0, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+        sys::nftnl_set_set_str(s.0, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
+        sys::nftnl_set_set_u32(s.0, sys::NFTNL_SET_FAMILY as u16, family(table));
+        sys::nftnl_set_set_u32(s.0, sys::NFTNL_SET_ID as u16, id);
+    }
+    s
+}
+
+/// The named counter `name` of `table`, with no values: a new counter starts at zero (and the
+/// message stays small).
+fn counter_object(table: &Table, name: &str) -> Owned<sys::nftnl_obj> {
+    let o = Owned::new();
+    let (tname, oname) = (cstr(&table.name), cstr(name));
+    unsafe {
+        sys::nftnl_obj_set_str(o.0, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
+        sys::nftnl_obj_set_str(o.0, sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
+        sys::nftnl_obj_set_u32(o.0, sys::NFTNL_OBJ_FAMILY as u16, family(table));
+        let kind = bytecode::k::NFT_OBJECT_COUNTER;
+        sys::nftnl_obj_set_u32(o.0, sys::NFTNL_OBJ_TYPE as u16, kind);
+    }
+    o
+}
+
+/// The family attribute of `table`'s objects.
+fn family(table: &Table) -> u32 {
+    u32::from(family_code(table.family))
 }
 
 struct Sets<'a>(&'a Table);
@@ -352,65 +491,35 @@ impl Encoder {
         }
     }
 
-    /// One message carrying one libnftnl object, freed once the message is written.
-    fn add_object<T: 'static>(
+    /// An acknowledged message carrying one libnftnl object.
+    fn add_object<T: Object + 'static>(
         &mut self,
         kind: u16,
         family: u16,
         flags: u16,
         what: String,
-        owned: Owned<T>,
-        build: impl Fn(*mut libc::nlmsghdr, *mut T) + 'static,
+        obj: Owned<T>,
     ) {
-        self.add(
-            kind,
-            family,
-            flags,
-            what,
-            Box::new(move |hdr| {
-                build(hdr, owned.ptr);
-                false
-            }),
-        );
+        self.add(kind, family, flags, what, write_object(obj));
     }
 
     fn table(&mut self, table: &Table) {
         let fam = family_code(table.family);
         let what = format!("table {} {}", family_name(table.family), table.name);
-        let name = cstr(&table.name);
-        let comment = table.comment.clone();
-        let make = move |with_comment: bool| {
-            let t = unsafe { sys::nftnl_table_alloc() };
-            unsafe {
-                sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
-                sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
-            }
-            if let (true, Some(c)) = (with_comment, &comment) {
-                // NFTNL_UDATA_TABLE_COMMENT
-                unsafe { set_comment(t, sys::nftnl_table_set_data, sys::NFTNL_TABLE_USERDATA, c) };
-            }
-            Owned {
-                ptr: t,
-                free: sys::nftnl_table_free,
-            }
-        };
         // Declared, deleted, declared again: valid whether or not the table exists.
         for (kind, flags, with_comment) in [
             (NFT_MSG_NEWTABLE, NLM_F_CREATE, false),
             (NFT_MSG_DELTABLE, 0, false),
             (NFT_MSG_NEWTABLE, NLM_F_CREATE, true),
         ] {
-            let t = make(with_comment);
-            self.add(
-                kind,
-                fam,
-                flags,
-                what.clone(),
-                Box::new(move |hdr| {
-                    unsafe { sys::nftnl_table_nlmsg_build_payload(hdr, t.ptr) };
-                    false
-                }),
-            );
+            let t = table_object(table);
+            if let (true, Some(c)) = (with_comment, &table.comment) {
+                // NFTNL_UDATA_TABLE_COMMENT
+                unsafe {
+                    set_comment(t.0, sys::nftnl_table_set_data, sys::NFTNL_TABLE_USERDATA, c)
+                };
+            }
+            self.add_object(kind, fam, flags, what.clone(), t);
         }
         for chain in &table.chains {
             self.chain(table, chain);
@@ -437,35 +546,18 @@ impl Encoder {
     }
 
     fn delete_table(&mut self, table: &Table) {
-        let fam = family_code(table.family);
-        let name = cstr(&table.name);
-        let t = unsafe { sys::nftnl_table_alloc() };
-        unsafe {
-            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
-            sys::nftnl_table_set_u32(t, sys::NFTNL_TABLE_FAMILY as u16, u32::from(fam));
-        }
-        let owned = Owned {
-            ptr: t,
-            free: sys::nftnl_table_free,
-        };
-        self.add_object(
-            NFT_MSG_DELTABLE,
-            fam,
-            0,
-            format!(
-                "deletion of table {} {}",
-                family_name(table.family),
-                table.name
-            ),
-            owned,
-            |h, p| unsafe { sys::nftnl_table_nlmsg_build_payload(h, p) },
+        let what = format!(
+            "deletion of table {} {}",
+            family_name(table.family),
+            table.name
         );
+        let t = table_object(table);
+        self.add_object(NFT_MSG_DELTABLE, family_code(table.family), 0, what, t);
     }
 
     /// DELRULE without a handle flushes the chain; DELCHAIN deletes it with its rules.
     fn delete_by_chain(&mut self, table: &Table, chain: &str, kind: u16) {
         let fam = family_code(table.family);
-        let (tname, cname) = (cstr(&table.name), cstr(chain));
         let what = format!(
             "{} {chain} of table {} {}",
             if kind == NFT_MSG_DELRULE {
@@ -477,67 +569,25 @@ impl Encoder {
             table.name
         );
         if kind == NFT_MSG_DELRULE {
-            let r = unsafe { sys::nftnl_rule_alloc() };
-            unsafe {
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-                sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
-                sys::nftnl_rule_set_u32(r, sys::NFTNL_RULE_FAMILY as u16, u32::from(fam));
-            }
-            let owned = Owned {
-                ptr: r,
-                free: sys::nftnl_rule_free,
-            };
-            self.add_object(kind, fam, 0, what, owned, |h, p| unsafe {
-                sys::nftnl_rule_nlmsg_build_payload(h, p)
-            });
+            self.add_object(kind, fam, 0, what, rule_object(table, chain));
         } else {
-            let c = unsafe { sys::nftnl_chain_alloc() };
-            unsafe {
-                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
-                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_FAMILY as u16, u32::from(fam));
-            }
-            let owned = Owned {
-                ptr: c,
-                free: sys::nftnl_chain_free,
-            };
-            self.add_object(kind, fam, 0, what, owned, |h, p| unsafe {
-                sys::nftnl_chain_nlmsg_build_payload(h, p)
-            });
+            self.add_object(kind, fam, 0, what, chain_object(table, chain));
         }
     }
 
     fn delete_set(&mut self, table: &Table, name: &str) {
-        let fam = family_code(table.family);
-        let s = new_set(table, name, 0);
-        unsafe { sys::nftnl_set_unset(s, sys::NFTNL_SET_ID as u16) };
-        let owned = Owned {
-            ptr: s,
-            free: sys::nftnl_set_free,
-        };
-        self.add_object(
-            NFT_MSG_DELSET,
-            fam,
-            0,
-            format!(
-                "deletion of set {name} of table {} {}",
-                family_name(table.family),
-                table.name
-            ),
-            owned,
-            |h, p| unsafe { sys::nftnl_set_nlmsg_build_payload(h, p) },
+        let what = format!(
+            "deletion of set {name} of table {} {}",
+            family_name(table.family),
+            table.name
         );
+        let s = set_object(table, name, 0);
+        unsafe { sys::nftnl_set_unset(s.0, sys::NFTNL_SET_ID as u16) };
+        self.add_object(NFT_MSG_DELSET, family_code(table.family), 0, what, s);
     }
 
     fn chain(&mut self, table: &Table, chain: &Chain) {
-        let fam = family_code(table.family);
-        let c = unsafe { sys::nftnl_chain_alloc() };
-        let (tname, cname) = (cstr(&table.name), cstr(&chain.name));
-        unsafe {
-            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
-            sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_FAMILY as u16, u32::from(fam));
-        }
+        let c = chain_object(table, &chain.name);
         if let Some(b) = &chain.base {
             let hook = match b.hook {
                 Hook::Prerouting => libc::NF_INET_PRE_ROUTING,
@@ -551,62 +601,40 @@ impl Encoder {
                 ChainType::Nat => "nat",
             });
             unsafe {
-                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
-                sys::nftnl_chain_set_s32(c, sys::NFTNL_CHAIN_PRIO as u16, b.priority);
-                sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
-                sys::nftnl_chain_set_u32(c, sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
+                sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
+                sys::nftnl_chain_set_s32(c.0, sys::NFTNL_CHAIN_PRIO as u16, b.priority);
+                sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
+                sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
             }
         }
         if let Some(comment) = &chain.comment {
             // NFTNL_UDATA_CHAIN_COMMENT
             unsafe {
                 set_comment(
-                    c,
+                    c.0,
                     sys::nftnl_chain_set_data,
                     sys::NFTNL_CHAIN_USERDATA,
                     comment,
                 )
             };
         }
-        let owned = Owned {
-            ptr: c,
-            free: sys::nftnl_chain_free,
-        };
+        let what = format!(
+            "chain {} of table {} {}",
+            chain.name,
+            family_name(table.family),
+            table.name
+        );
         self.add_object(
             NFT_MSG_NEWCHAIN,
-            fam,
+            family_code(table.family),
             NLM_F_CREATE,
-            format!(
-                "chain {} of table {} {}",
-                chain.name,
-                family_name(table.family),
-                table.name
-            ),
-            owned,
-            |h, p| unsafe { sys::nftnl_chain_nlmsg_build_payload(h, p) },
+            what,
+            c,
         );
     }
 
     /// NEWOBJ (a counter at zero) or DELOBJ of the counter `name`.
     fn counter(&mut self, table: &Table, name: &str, kind: u16) {
-        let fam = family_code(table.family);
-        let o = unsafe { sys::nftnl_obj_alloc() };
-        let (tname, oname) = (cstr(&table.name), cstr(name));
-        unsafe {
-            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
-            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
-            sys::nftnl_obj_set_u32(o, sys::NFTNL_OBJ_FAMILY as u16, u32::from(fam));
-            sys::nftnl_obj_set_u32(
-                o,
-                sys::NFTNL_OBJ_TYPE as u16,
-                bytecode::k::NFT_OBJECT_COUNTER,
-            );
-            // No values: a new counter starts at zero (and the message stays small).
-        }
-        let owned = Owned {
-            ptr: o,
-            free: sys::nftnl_obj_free,
-        };
         let what = format!(
             "{}counter {name} of table {} {}",
             if kind == NFT_MSG_DELOBJ {
@@ -623,16 +651,8 @@ impl Encoder {
             0
         };
         // Without an ACK: one message per counter.
-        self.push(
-            kind,
-            fam,
-            flags,
-            what,
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_obj_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
-        );
+        let o = write_object(counter_object(table, name));
+        self.push(kind, family_code(table.family), flags, what, o);
     }
 
     /// Declare a set; returns its batch id.
@@ -640,8 +660,8 @@ impl Encoder {
         let id = self.next_set_id;
         self.next_set_id += 1;
         let spec: SetSpec = sets::set_spec(set);
-        let fam = family_code(table.family);
-        let s = new_set(table, name, id);
+        let obj = set_object(table, name, id);
+        let s = obj.0;
         let mut set_flags = spec.flags;
         if anonymous {
             set_flags |= flags::NFT_SET_ANONYMOUS | flags::NFT_SET_CONSTANT;
@@ -680,22 +700,18 @@ impl Encoder {
                 );
             }
         }
-        let owned = Owned {
-            ptr: s,
-            free: sys::nftnl_set_free,
-        };
+        let what = format!(
+            "set {} of table {} {}",
+            set.name,
+            family_name(table.family),
+            table.name
+        );
         self.add_object(
             NFT_MSG_NEWSET,
-            fam,
+            family_code(table.family),
             NLM_F_CREATE,
-            format!(
-                "set {} of table {} {}",
-                set.name,
-                family_name(table.family),
-                table.name
-            ),
-            owned,
-            |h, p| unsafe { sys::nftnl_set_nlmsg_build_payload(h, p) },
+            what,
+            obj,
         );
         id
     }
@@ -771,28 +787,14 @@ impl Encoder {
             self.set_elements(table, &set, "__set%d", id);
             anon_ids.push(id);
         }
-        let r = unsafe { sys::nftnl_rule_alloc() };
-        let (tname, cname) = (cstr(&table.name), cstr(&chain.name));
-        unsafe {
-            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
-            sys::nftnl_rule_set_u32(
-                r,
-                sys::NFTNL_RULE_FAMILY as u16,
-                u32::from(family_code(table.family)),
-            );
-        }
+        let r = rule_object(table, &chain.name);
         for insn in &encoded.insns {
-            unsafe { sys::nftnl_rule_add_expr(r, expr(insn, ids, &anon_ids)) };
+            unsafe { sys::nftnl_rule_add_expr(r.0, expr(insn, ids, &anon_ids)) };
         }
         if let Some(c) = &rule.comment {
             // NFTNL_UDATA_RULE_COMMENT
-            unsafe { set_comment(r, sys::nftnl_rule_set_data, sys::NFTNL_RULE_USERDATA, c) };
+            unsafe { set_comment(r.0, sys::nftnl_rule_set_data, sys::NFTNL_RULE_USERDATA, c) };
         }
-        let owned = Owned {
-            ptr: r,
-            free: sys::nftnl_rule_free,
-        };
         let mut what = format!(
             "rule {} of chain {} ({} {})",
             index + 1,
@@ -804,16 +806,8 @@ impl Encoder {
         if !refs.is_empty() {
             what.push_str(&format!(", which refers to {}", refs.join(", ")));
         }
-        self.add(
-            NFT_MSG_NEWRULE,
-            family_code(table.family),
-            NLM_F_CREATE | NLM_F_APPEND,
-            what,
-            Box::new(move |hdr| {
-                unsafe { sys::nftnl_rule_nlmsg_build_payload(hdr, owned.ptr) };
-                false
-            }),
-        );
+        let (fam, flags) = (family_code(table.family), NLM_F_CREATE | NLM_F_APPEND);
+        self.add_object(NFT_MSG_NEWRULE, fam, flags, what, r);
     }
 }
 
@@ -861,22 +855,6 @@ fn element_provenance(table: &Table, set: &Set) -> String {
     );
     if !named.is_empty() {
         s.push_str(&format!(", e.g. {}", named.join(", ")));
-    }
-    s
-}
-
-fn new_set(table: &Table, name: &str, id: u32) -> *mut sys::nftnl_set {
-    let s = unsafe { sys::nftnl_set_alloc() };
-    let (tname, sname) = (cstr(&table.name), cstr(name));
-    unsafe {
-        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
-        sys::nftnl_set_set_u32(
-            s,
-            sys::NFTNL_SET_FAMILY as u16,
-            u32::from(family_code(table.family)),
-        );
-        sys::nftnl_set_set_u32(s, sys::NFTNL_SET_ID as u16, id);
     }
     s
 }
@@ -1291,11 +1269,11 @@ mod tests {
     /// What libnftnl writes for the same elements (its element nests are numbered, ours
     /// are NFTA_LIST_ELEM; the kernel reads neither number).
     fn libnftnl_bodies(table: &Table, set: &Set, id: u32, specs: &[ElemSpec]) -> Vec<Vec<u8>> {
-        let s = new_set(table, &set.name, id);
+        let s = set_object(table, &set.name, id);
         for e in specs {
-            unsafe { sys::nftnl_set_elem_add(s, new_elem(e)) };
+            unsafe { sys::nftnl_set_elem_add(s.0, new_elem(e)) };
         }
-        let iter = unsafe { sys::nftnl_set_elems_iter_create(s) };
+        let iter = unsafe { sys::nftnl_set_elems_iter_create(s.0) };
         let mut bodies = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -1315,10 +1293,7 @@ mod tests {
                 break;
             }
         }
-        unsafe {
-            sys::nftnl_set_elems_iter_destroy(iter);
-            sys::nftnl_set_free(s);
-        }
+        unsafe { sys::nftnl_set_elems_iter_destroy(iter) };
         bodies
     }
 
