@@ -2,8 +2,9 @@
 # Run every fuzz target for a bounded time (default 60 s each), seeded from fuzz/seeds/TARGET
 # (the snapshot scenarios for compile_input; decision bytes for the structured targets).
 # Installs cargo-fuzz from crates.io if missing; runs on stable via RUSTC_BOOTSTRAP. Prints
-# executions and crashes per target, appends them to fuzz/runs.md, exits 1 if any target crashed
-# (the crashing input is in fuzz/artifacts/TARGET/: turn it into a regression test).
+# executions and crashes per target, appends them to fuzz/runs.md, prints the crash-free totals
+# recorded there, exits 1 if any target crashed (the crashing input is in
+# fuzz/artifacts/TARGET/: turn it into a regression test).
 # The targets run safe Rust only (the netlink target encodes and decodes in pure Rust, never
 # through libnftnl), where AddressSanitizer finds nothing and costs about 3× the executions;
 # it is off unless FUZZ_SANITIZER=address. The structured targets (every target but
@@ -40,4 +41,8 @@ for target in "${targets[@]}"; do
   rm -f "$log"
 done
 printf '%s\n' "${summary[@]}"
+# Over time: every run recorded without a crash (and not ended early), per target.
+echo "crash-free executions recorded in fuzz/runs.md:"
+awk '/ executions in .*, no crash/ {t = $2; sub(":", "", t); n[t] += $3}
+     END {for (t in n) printf "  %-20s %12d\n", t, n[t]}' runs.md | sort
 exit "$failed"
