@@ -19,6 +19,7 @@ use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg};
 
 use crate::bytecode::{self, encode_rule, Insn, SetInfo, SetName};
+use crate::object::{Object, Owned};
 use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -92,96 +93,23 @@ unsafe impl NlMsg for Message {
     }
 }
 
-/// A kind of libnftnl object: how one is made, freed and written into a message.
-trait Object {
-    fn alloc() -> *mut Self;
-    /// # Safety
-    /// `p` came from `alloc` and is not used afterwards.
-    unsafe fn free(p: *mut Self);
-    /// # Safety
-    /// `hdr` heads a message with room for the payload; `p` is live.
-    unsafe fn write(hdr: *mut libc::nlmsghdr, p: *mut Self);
-}
-
-macro_rules! object {
-    ($ty:ident, $alloc:ident, $free:ident, $write:ident) => {
-        impl Object for sys::$ty {
-            fn alloc() -> *mut Self {
-                unsafe { sys::$alloc() }
-            }
-            unsafe fn free(p: *mut Self) {
-                unsafe { sys::$free(p) }
-            }
-            unsafe fn write(hdr: *mut libc::nlmsghdr, p: *mut Self) {
-                unsafe { sys::$write(hdr, p) }
-            }
-        }
-    };
-}
-
-object!(
-    nftnl_table,
-    nftnl_table_alloc,
-    nftnl_table_free,
-    nftnl_table_nlmsg_build_payload
-);
-object!(
-    nftnl_chain,
-    nftnl_chain_alloc,
-    nftnl_chain_free,
-    nftnl_chain_nlmsg_build_payload
-);
-object!(
-    nftnl_rule,
-    nftnl_rule_alloc,
-    nftnl_rule_free,
-    nftnl_rule_nlmsg_build_payload
-);
-object!(
-    nftnl_set,
-    nftnl_set_alloc,
-    nftnl_set_free,
-    nftnl_set_nlmsg_build_payload
-);
-object!(
-    nftnl_obj,
-    nftnl_obj_alloc,
-    nftnl_obj_free,
-    nftnl_obj_nlmsg_build_payload
-);
-
-/// An owned libnftnl object, freed once the message that carries it is built.
-struct Owned<T: Object>(*mut T);
-
-impl<T: Object> Owned<T> {
-    fn new() -> Self {
-        Owned(T::alloc())
-    }
-}
-
-impl<T: Object> Drop for Owned<T> {
-    fn drop(&mut self) {
-        unsafe { T::free(self.0) }
-    }
-}
-
 /// How a message writes `obj`: its payload, and never a follow-up message.
 fn write_object<T: Object + 'static>(obj: Owned<T>) -> Box<dyn Fn(*mut libc::nlmsghdr) -> bool> {
+    // A method call, so the closure owns `obj` whole (not just its pointer) until it is
+    // dropped with the message.
     Box::new(move |hdr| {
-        // `obj` whole, not just its pointer: the closure keeps it alive until it is dropped.
-        let obj = &obj;
-        unsafe { T::write(hdr, obj.0) };
+        unsafe { obj.write(hdr) };
         false
     })
 }
 
-/// The table `table` (its name and family; libnftnl copies the strings).
+/// The table `table` (its name and family).
 fn table_object(table: &Table) -> Owned<sys::nftnl_table> {
     let t = Owned::new();
     let name = cstr(&table.name);
     unsafe {
-        sys::nftnl_table_set_str(t.0, sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
-        sys::nftnl_table_set_u32(t.0, sys::NFTNL_TABLE_FAMILY as u16, family(table));
+        sys::nftnl_table_set_str(t.ptr(), sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
+        sys::nftnl_table_set_u32(t.ptr(), sys::NFTNL_TABLE_FAMILY as u16, family(table));
     }
     t
 }
@@ -191,9 +119,9 @@ fn chain_object(table: &Table, chain: &str) -> Owned<sys::nftnl_chain> {
     let c = Owned::new();
     let (tname, cname) = (cstr(&table.name), cstr(chain));
     unsafe {
-        sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-        sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
-        sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_FAMILY as u16, family(table));
+        sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+        sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
+        sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_FAMILY as u16, family(table));
     }
     c
 }
@@ -203,9 +131,9 @@ fn rule_object(table: &Table, chain: &str) -> Owned<sys::nftnl_rule> {
     let r = Owned::new();
     let (tname, cname) = (cstr(&table.name), cstr(chain));
     unsafe {
-        sys::nftnl_rule_set_str(r.0, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-        sys::nftnl_rule_set_str(r.0, sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
-        sys::nftnl_rule_set_u32(r.0, sys::NFTNL_RULE_FAMILY as u16, family(table));
+        sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+        sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
+        sys::nftnl_rule_set_u32(r.ptr(), sys::NFTNL_RULE_FAMILY as u16, family(table));
     }
     r
 }
@@ -215,10 +143,10 @@ fn set_object(table: &Table, name: &str, id: u32) -> Owned<sys::nftnl_set> {
     let s = Owned::new();
     let (tname, sname) = (cstr(&table.name), cstr(name));
     unsafe {
-        sys::nftnl_set_set_str(s.0, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-        sys::nftnl_set_set_str(s.0, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
-        sys::nftnl_set_set_u32(s.0, sys::NFTNL_SET_FAMILY as u16, family(table));
-        sys::nftnl_set_set_u32(s.0, sys::NFTNL_SET_ID as u16, id);
+        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_NAME as u16, sname.as_ptr());
+        sys::nftnl_set_set_u32(s.ptr(), sys::NFTNL_SET_FAMILY as u16, family(table));
+        sys::nftnl_set_set_u32(s.ptr(), sys::NFTNL_SET_ID as u16, id);
     }
     s
 }
@@ -229,11 +157,11 @@ fn counter_object(table: &Table, name: &str) -> Owned<sys::nftnl_obj> {
     let o = Owned::new();
     let (tname, oname) = (cstr(&table.name), cstr(name));
     unsafe {
-        sys::nftnl_obj_set_str(o.0, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
-        sys::nftnl_obj_set_str(o.0, sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
-        sys::nftnl_obj_set_u32(o.0, sys::NFTNL_OBJ_FAMILY as u16, family(table));
+        sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
+        sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
+        sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_FAMILY as u16, family(table));
         let kind = bytecode::k::NFT_OBJECT_COUNTER;
-        sys::nftnl_obj_set_u32(o.0, sys::NFTNL_OBJ_TYPE as u16, kind);
+        sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_TYPE as u16, kind);
     }
     o
 }
@@ -516,7 +444,12 @@ impl Encoder {
             if let (true, Some(c)) = (with_comment, &table.comment) {
                 // NFTNL_UDATA_TABLE_COMMENT
                 unsafe {
-                    set_comment(t.0, sys::nftnl_table_set_data, sys::NFTNL_TABLE_USERDATA, c)
+                    set_comment(
+                        t.ptr(),
+                        sys::nftnl_table_set_data,
+                        sys::NFTNL_TABLE_USERDATA,
+                        c,
+                    )
                 };
             }
             self.add_object(kind, fam, flags, what.clone(), t);
@@ -582,7 +515,7 @@ impl Encoder {
             table.name
         );
         let s = set_object(table, name, 0);
-        unsafe { sys::nftnl_set_unset(s.0, sys::NFTNL_SET_ID as u16) };
+        unsafe { sys::nftnl_set_unset(s.ptr(), sys::NFTNL_SET_ID as u16) };
         self.add_object(NFT_MSG_DELSET, family_code(table.family), 0, what, s);
     }
 
@@ -601,17 +534,17 @@ impl Encoder {
                 ChainType::Nat => "nat",
             });
             unsafe {
-                sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
-                sys::nftnl_chain_set_s32(c.0, sys::NFTNL_CHAIN_PRIO as u16, b.priority);
-                sys::nftnl_chain_set_str(c.0, sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
-                sys::nftnl_chain_set_u32(c.0, sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
+                sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
+                sys::nftnl_chain_set_s32(c.ptr(), sys::NFTNL_CHAIN_PRIO as u16, b.priority);
+                sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
+                sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
             }
         }
         if let Some(comment) = &chain.comment {
             // NFTNL_UDATA_CHAIN_COMMENT
             unsafe {
                 set_comment(
-                    c.0,
+                    c.ptr(),
                     sys::nftnl_chain_set_data,
                     sys::NFTNL_CHAIN_USERDATA,
                     comment,
@@ -661,7 +594,7 @@ impl Encoder {
         self.next_set_id += 1;
         let spec: SetSpec = sets::set_spec(set);
         let obj = set_object(table, name, id);
-        let s = obj.0;
+        let s = obj.ptr();
         let mut set_flags = spec.flags;
         if anonymous {
             set_flags |= flags::NFT_SET_ANONYMOUS | flags::NFT_SET_CONSTANT;
@@ -789,11 +722,18 @@ impl Encoder {
         }
         let r = rule_object(table, &chain.name);
         for insn in &encoded.insns {
-            unsafe { sys::nftnl_rule_add_expr(r.0, expr(insn, ids, &anon_ids)) };
+            unsafe { sys::nftnl_rule_add_expr(r.ptr(), expr(insn, ids, &anon_ids)) };
         }
         if let Some(c) = &rule.comment {
             // NFTNL_UDATA_RULE_COMMENT
-            unsafe { set_comment(r.0, sys::nftnl_rule_set_data, sys::NFTNL_RULE_USERDATA, c) };
+            unsafe {
+                set_comment(
+                    r.ptr(),
+                    sys::nftnl_rule_set_data,
+                    sys::NFTNL_RULE_USERDATA,
+                    c,
+                )
+            };
         }
         let mut what = format!(
             "rule {} of chain {} ({} {})",
@@ -1271,9 +1211,9 @@ mod tests {
     fn libnftnl_bodies(table: &Table, set: &Set, id: u32, specs: &[ElemSpec]) -> Vec<Vec<u8>> {
         let s = set_object(table, &set.name, id);
         for e in specs {
-            unsafe { sys::nftnl_set_elem_add(s.0, new_elem(e)) };
+            unsafe { sys::nftnl_set_elem_add(s.ptr(), new_elem(e)) };
         }
-        let iter = unsafe { sys::nftnl_set_elems_iter_create(s.0) };
+        let iter = unsafe { sys::nftnl_set_elems_iter_create(s.ptr()) };
         let mut bodies = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
         loop {

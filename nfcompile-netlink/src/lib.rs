@@ -13,6 +13,7 @@ pub mod bytecode;
 pub mod conntrack;
 pub mod decode;
 pub mod encode;
+mod object;
 pub mod readback;
 pub mod sets;
 pub mod socket;

@@ -16,6 +16,7 @@ use nftnl::nftnl_sys as sys;
 
 use crate::bytecode::{Insn, SetName};
 use crate::decode::{self, decode_rule, fields_of_type, udata_str, DecodeError};
+use crate::object::{Object, Owned};
 use crate::sets::{flags, ElemData, ElemSpec};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,20 @@ const SUBSYS: u16 = 10 << 8;
 
 fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in names")
+}
+
+/// The object a reply carries, or an error naming its kind when libnftnl cannot parse it.
+///
+/// # Safety
+/// `h` heads a complete reply message of that kind.
+unsafe fn parsed<T: Object>(
+    h: *const libc::nlmsghdr,
+    kind: &str,
+) -> Result<Owned<T>, ReadbackError> {
+    unsafe { Owned::parse(h) }.ok_or_else(|| ReadbackError::Decode {
+        what: format!("a {kind} message"),
+        source: DecodeError("libnftnl could not parse it".into()),
+    })
 }
 
 unsafe fn string(p: *const std::os::raw::c_char) -> String {
@@ -208,22 +223,20 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_ACK,
         &|hdr| unsafe {
-            let t = sys::nftnl_table_alloc();
-            sys::nftnl_table_set_str(t, sys::NFTNL_TABLE_NAME as u16, tname.as_ptr());
-            sys::nftnl_table_nlmsg_build_payload(hdr, t);
-            sys::nftnl_table_free(t);
+            let t = Owned::<sys::nftnl_table>::new();
+            sys::nftnl_table_set_str(t.ptr(), sys::NFTNL_TABLE_NAME as u16, tname.as_ptr());
+            t.write(hdr);
         },
         NFT_MSG_NEWTABLE,
         &mut |h| {
             unsafe {
-                let t = sys::nftnl_table_alloc();
-                sys::nftnl_table_nlmsg_parse(h, t);
+                let table = parsed::<sys::nftnl_table>(h, "table")?;
+                let t = table.ptr();
                 comment = udata(
                     sys::nftnl_table_is_set(t, sys::NFTNL_TABLE_USERDATA as u16),
                     |len| sys::nftnl_table_get_data(t, sys::NFTNL_TABLE_USERDATA as u16, len),
                 )
                 .and_then(|u| udata_str(&u, 0));
-                sys::nftnl_table_free(t);
             }
             Ok(())
         },
@@ -239,20 +252,18 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let c = sys::nftnl_chain_alloc();
-            sys::nftnl_chain_set_str(c, sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-            sys::nftnl_chain_nlmsg_build_payload(hdr, c);
-            sys::nftnl_chain_free(c);
+            let c = Owned::<sys::nftnl_chain>::new();
+            sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
+            c.write(hdr);
         },
         NFT_MSG_NEWCHAIN,
         &mut |h| {
             unsafe {
-                let c = sys::nftnl_chain_alloc();
-                sys::nftnl_chain_nlmsg_parse(h, c);
+                let chain = parsed::<sys::nftnl_chain>(h, "chain")?;
+                let c = chain.ptr();
                 if string(sys::nftnl_chain_get_str(c, sys::NFTNL_CHAIN_TABLE as u16)) == name {
                     chains.push(chain_of(c));
                 }
-                sys::nftnl_chain_free(c);
             }
             Ok(())
         },
@@ -275,16 +286,15 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let s = sys::nftnl_set_alloc();
-            sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-            sys::nftnl_set_nlmsg_build_payload(hdr, s);
-            sys::nftnl_set_free(s);
+            let s = Owned::<sys::nftnl_set>::new();
+            sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+            s.write(hdr);
         },
         NFT_MSG_NEWSET,
         &mut |h| {
             unsafe {
-                let s = sys::nftnl_set_alloc();
-                sys::nftnl_set_nlmsg_parse(h, s);
+                let set = parsed::<sys::nftnl_set>(h, "set")?;
+                let s = set.ptr();
                 let get = |a: u32| sys::nftnl_set_get_u32(s, a as u16);
                 let is = |a: u32| sys::nftnl_set_is_set(s, a as u16);
                 let set_name = string(sys::nftnl_set_get_str(s, sys::NFTNL_SET_NAME as u16));
@@ -337,7 +347,6 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
                         }
                     }
                 }
-                sys::nftnl_set_free(s);
             }
             Ok(())
         },
@@ -395,16 +404,15 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let r = sys::nftnl_rule_alloc();
-            sys::nftnl_rule_set_str(r, sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-            sys::nftnl_rule_nlmsg_build_payload(hdr, r);
-            sys::nftnl_rule_free(r);
+            let r = Owned::<sys::nftnl_rule>::new();
+            sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
+            r.write(hdr);
         },
         NFT_MSG_NEWRULE,
         &mut |h| {
             unsafe {
-                let r = sys::nftnl_rule_alloc();
-                sys::nftnl_rule_nlmsg_parse(h, r);
+                let rule = parsed::<sys::nftnl_rule>(h, "rule")?;
+                let r = rule.ptr();
                 if string(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_TABLE as u16)) == name {
                     let chain = string(sys::nftnl_rule_get_str(r, sys::NFTNL_RULE_CHAIN as u16));
                     let insns = insns_of(r, &anonymous);
@@ -436,7 +444,6 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
                         }
                     }
                 }
-                sys::nftnl_rule_free(r);
             }
             Ok(())
         },
@@ -503,21 +510,17 @@ fn dump_counters(d: &mut Dumper, family: Family) -> Result<Vec<CounterValue>, Re
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let o = sys::nftnl_obj_alloc();
-            sys::nftnl_obj_set_str(o, sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
-            sys::nftnl_obj_set_u32(
-                o,
-                sys::NFTNL_OBJ_TYPE as u16,
-                crate::bytecode::k::NFT_OBJECT_COUNTER,
-            );
-            sys::nftnl_obj_nlmsg_build_payload(hdr, o);
-            sys::nftnl_obj_free(o);
+            let o = Owned::<sys::nftnl_obj>::new();
+            let counter = crate::bytecode::k::NFT_OBJECT_COUNTER;
+            sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
+            sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_TYPE as u16, counter);
+            o.write(hdr);
         },
         NFT_MSG_NEWOBJ,
         &mut |h| {
             unsafe {
-                let o = sys::nftnl_obj_alloc();
-                sys::nftnl_obj_nlmsg_parse(h, o);
+                let obj = parsed::<sys::nftnl_obj>(h, "counter")?;
+                let o = obj.ptr();
                 let is_ours = string(sys::nftnl_obj_get_str(o, sys::NFTNL_OBJ_TABLE as u16))
                     == name
                     && sys::nftnl_obj_get_u32(o, sys::NFTNL_OBJ_TYPE as u16)
@@ -530,7 +533,6 @@ fn dump_counters(d: &mut Dumper, family: Family) -> Result<Vec<CounterValue>, Re
                         bytes: sys::nftnl_obj_get_u64(o, sys::NFTNL_OBJ_CTR_BYTES as u16),
                     });
                 }
-                sys::nftnl_obj_free(o);
             }
             Ok(())
         },
@@ -629,17 +631,17 @@ fn decode_set_elements(decl: &Set, specs: &[ElemSpec]) -> Result<Vec<Element>, R
 
 fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, ReadbackError> {
     let (tname, sname) = (cstr(nfcompile::lower::TABLE), cstr(set));
-    let s = unsafe { sys::nftnl_set_alloc() };
+    let s = Owned::<sys::nftnl_set>::new();
     unsafe {
-        sys::nftnl_set_set_str(s, sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-        sys::nftnl_set_set_str(s, sys::NFTNL_SET_NAME as u16, sname.as_ptr());
+        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
+        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_NAME as u16, sname.as_ptr());
     }
     let mut out = Vec::new();
-    let result = d.request(
+    d.request(
         NFT_MSG_GETSETELEM,
         fam,
         NLM_F_DUMP,
-        &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s) },
+        &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s.ptr()) },
         NFT_MSG_NEWSETELEM,
         &mut |h| {
             // Parsed here rather than by libnftnl: at 400k elements its per-attribute
@@ -651,9 +653,7 @@ fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, R
                 source,
             })
         },
-    );
-    unsafe { sys::nftnl_set_free(s) };
-    result?;
+    )?;
     Ok(out)
 }
 
