@@ -18,6 +18,16 @@ cd "$(dirname "$0")"
 secs=${1:-60}
 shift || true
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+# The netlink target links nfcompile-netlink, which builds against libnftnl/libmnl.
+if ! pkg-config --exists libnftnl libmnl 2>/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pkg-config libnftnl-dev libmnl-dev >/dev/null
+  else
+    echo "fuzz/run.sh: needs pkg-config, libnftnl-dev and libmnl-dev (run as root to install them)" >&2
+    exit 1
+  fi
+fi
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(RUSTC_BOOTSTRAP=1 cargo fuzz list)
 summary=()
@@ -29,6 +39,8 @@ for target in "${targets[@]}"; do
   rc=0
   build=()
   [ "$target" = compile_input ] || build=(--no-trace-compares --target-dir target/structured)
+  # Build first, so that a build failure stops here instead of being recorded as a run.
+  RUSTC_BOOTSTRAP=1 cargo fuzz build --sanitizer "${FUZZ_SANITIZER:-none}" "${build[@]}" "$target"
   RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-none}" "${build[@]}" "$target" "corpus/$target" -- \
     -max_total_time="$secs" -print_final_stats=1 -timeout=20 2>&1 | tee "$log" | grep -E "^(#[0-9]+ +DONE|==[0-9]+==|SUMMARY|panicked)" || true
   grep -q "stat::number_of_executed_units" "$log" || rc=1
