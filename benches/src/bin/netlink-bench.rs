@@ -39,13 +39,33 @@ fn secs(d: Duration) -> String {
     format!("{:.3} s", d.as_secs_f64())
 }
 
+/// Fail early, with the reason, rather than panicking halfway through the first size.
+fn preflight() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("netlink-bench: needs root (it unshares network namespaces and loads rulesets)");
+        std::process::exit(1);
+    }
+    if Command::new("nft").arg("--version").output().is_err() {
+        eprintln!(
+            "netlink-bench: `nft` not found on PATH: install nftables (apt-get install nftables)"
+        );
+        std::process::exit(1);
+    }
+}
+
 fn main() {
+    preflight();
     let features = std::env::args().any(|a| a == "--features");
     let sizes: Vec<usize> = {
         let args: Vec<usize> = std::env::args()
             .skip(1)
             .filter(|a| a != "--features")
-            .map(|a| a.parse().expect("a number"))
+            .map(|a| {
+                a.parse().unwrap_or_else(|_| {
+                    eprintln!("netlink-bench: `{a}` is not a number of services");
+                    std::process::exit(1)
+                })
+            })
             .collect();
         if args.is_empty() {
             vec![1000, 5000, 50000]
