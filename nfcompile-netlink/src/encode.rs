@@ -9,7 +9,6 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::os::raw::c_void;
 
 use nfcompile::model::{
@@ -19,7 +18,7 @@ use nftnl::nftnl_sys as sys;
 use nftnl::{Batch, FinalizedBatch, MsgType, NlMsg};
 
 use crate::bytecode::{self, encode_rule, Insn, SetInfo, SetName};
-use crate::object::{Object, Owned};
+use crate::object::{cstr, Object, Owned};
 use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec};
 
 const NFT_MSG_NEWTABLE: u16 = 0;
@@ -49,10 +48,6 @@ pub struct Encoded {
     /// message each: 100,000 ACKs would overflow any receive buffer), which the kernel still
     /// answers when they fail.
     pub acked: std::collections::BTreeSet<u32>,
-}
-
-fn cstr(s: &str) -> CString {
-    CString::new(s.replace('\0', "_")).expect("NULs removed")
 }
 
 fn family_code(f: nfcompile::model::Family) -> u16 {
@@ -106,63 +101,35 @@ fn write_object<T: Object + 'static>(obj: Owned<T>) -> Box<dyn Fn(*mut libc::nlm
 /// The table `table` (its name and family).
 fn table_object(table: &Table) -> Owned<sys::nftnl_table> {
     let t = Owned::new();
-    let name = cstr(&table.name);
     unsafe {
-        sys::nftnl_table_set_str(t.ptr(), sys::NFTNL_TABLE_NAME as u16, name.as_ptr());
-        sys::nftnl_table_set_u32(t.ptr(), sys::NFTNL_TABLE_FAMILY as u16, family(table));
+        t.set_str(sys::NFTNL_TABLE_NAME, &table.name);
+        t.set_u32(sys::NFTNL_TABLE_FAMILY, family(table));
     }
     t
 }
 
 /// The chain `chain` of `table`.
 fn chain_object(table: &Table, chain: &str) -> Owned<sys::nftnl_chain> {
-    let c = Owned::new();
-    let (tname, cname) = (cstr(&table.name), cstr(chain));
-    unsafe {
-        sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-        sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_NAME as u16, cname.as_ptr());
-        sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_FAMILY as u16, family(table));
-    }
-    c
+    Owned::named(&table.name, family(table), chain)
 }
 
 /// A rule of the chain `chain` of `table`, without expressions yet.
 fn rule_object(table: &Table, chain: &str) -> Owned<sys::nftnl_rule> {
-    let r = Owned::new();
-    let (tname, cname) = (cstr(&table.name), cstr(chain));
-    unsafe {
-        sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-        sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_CHAIN as u16, cname.as_ptr());
-        sys::nftnl_rule_set_u32(r.ptr(), sys::NFTNL_RULE_FAMILY as u16, family(table));
-    }
-    r
+    Owned::named(&table.name, family(table), chain)
 }
 
 /// The set `name` of `table`, known in the batch by `id`.
 fn set_object(table: &Table, name: &str, id: u32) -> Owned<sys::nftnl_set> {
-    let s = Owned::new();
-    let (tname, sname) = (cstr(&table.name), cstr(name));
-    unsafe {
-        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_NAME as u16, sname.as_ptr());
-        sys::nftnl_set_set_u32(s.ptr(), sys::NFTNL_SET_FAMILY as u16, family(table));
-        sys::nftnl_set_set_u32(s.ptr(), sys::NFTNL_SET_ID as u16, id);
-    }
+    let s = Owned::named(&table.name, family(table), name);
+    unsafe { s.set_u32(sys::NFTNL_SET_ID, id) };
     s
 }
 
 /// The named counter `name` of `table`, with no values: a new counter starts at zero (and the
 /// message stays small).
 fn counter_object(table: &Table, name: &str) -> Owned<sys::nftnl_obj> {
-    let o = Owned::new();
-    let (tname, oname) = (cstr(&table.name), cstr(name));
-    unsafe {
-        sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
-        sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_NAME as u16, oname.as_ptr());
-        sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_FAMILY as u16, family(table));
-        let kind = bytecode::k::NFT_OBJECT_COUNTER;
-        sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_TYPE as u16, kind);
-    }
+    let o = Owned::named(&table.name, family(table), name);
+    unsafe { o.set_u32(sys::NFTNL_OBJ_TYPE, bytecode::k::NFT_OBJECT_COUNTER) };
     o
 }
 
@@ -529,15 +496,15 @@ impl Encoder {
                 Hook::Output => libc::NF_INET_LOCAL_OUT,
                 Hook::Postrouting => libc::NF_INET_POST_ROUTING,
             };
-            let kind = cstr(match b.kind {
+            let kind = match b.kind {
                 ChainType::Filter => "filter",
                 ChainType::Nat => "nat",
-            });
+            };
             unsafe {
-                sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_HOOKNUM as u16, hook as u32);
+                c.set_u32(sys::NFTNL_CHAIN_HOOKNUM, hook as u32);
                 sys::nftnl_chain_set_s32(c.ptr(), sys::NFTNL_CHAIN_PRIO as u16, b.priority);
-                sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TYPE as u16, kind.as_ptr());
-                sys::nftnl_chain_set_u32(c.ptr(), sys::NFTNL_CHAIN_POLICY as u16, NF_ACCEPT);
+                c.set_str(sys::NFTNL_CHAIN_TYPE, kind);
+                c.set_u32(sys::NFTNL_CHAIN_POLICY, NF_ACCEPT);
             }
         }
         if let Some(comment) = &chain.comment {
@@ -600,21 +567,21 @@ impl Encoder {
             set_flags |= flags::NFT_SET_ANONYMOUS | flags::NFT_SET_CONSTANT;
         }
         unsafe {
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_FLAGS as u16, set_flags);
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_TYPE as u16, spec.key_type);
-            sys::nftnl_set_set_u32(s, sys::NFTNL_SET_KEY_LEN as u16, spec.key_len);
+            obj.set_u32(sys::NFTNL_SET_FLAGS, set_flags);
+            obj.set_u32(sys::NFTNL_SET_KEY_TYPE, spec.key_type);
+            obj.set_u32(sys::NFTNL_SET_KEY_LEN, spec.key_len);
             if let Some((t, l)) = spec.data {
-                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_TYPE as u16, t);
-                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DATA_LEN as u16, l);
+                obj.set_u32(sys::NFTNL_SET_DATA_TYPE, t);
+                obj.set_u32(sys::NFTNL_SET_DATA_LEN, l);
             }
             if let Some(t) = spec.obj_type {
-                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_OBJ_TYPE as u16, t);
+                obj.set_u32(sys::NFTNL_SET_OBJ_TYPE, t);
             }
             if let Some(ms) = spec.timeout_ms {
                 sys::nftnl_set_set_u64(s, sys::NFTNL_SET_TIMEOUT as u16, ms);
             }
             if let Some(size) = spec.size {
-                sys::nftnl_set_set_u32(s, sys::NFTNL_SET_DESC_SIZE as u16, size);
+                obj.set_u32(sys::NFTNL_SET_DESC_SIZE, size);
             }
             if let Some(fields) = &spec.concat {
                 sys::nftnl_set_set_data(

@@ -7,7 +7,7 @@
 //! Element order is the kernel's; [`normalize`] sorts elements for comparisons.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CStr;
 use std::io;
 use std::os::raw::c_void;
 
@@ -51,10 +51,6 @@ const NLM_F_DUMP: u16 = 0x300;
 const NLMSG_ERROR: u16 = 2;
 const NLMSG_DONE: u16 = 3;
 const SUBSYS: u16 = 10 << 8;
-
-fn cstr(s: &str) -> CString {
-    CString::new(s).expect("no NUL in names")
-}
 
 /// The object a reply carries, or an error naming its kind when libnftnl cannot parse it.
 ///
@@ -214,7 +210,6 @@ fn generation(d: &mut Dumper) -> Result<u32, ReadbackError> {
 fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackError> {
     let fam = crate::bytecode::nfproto(family) as u16;
     let name = nfcompile::lower::TABLE;
-    let tname = cstr(name);
 
     // The table itself (a plain get: ENOENT when absent).
     let mut comment = None;
@@ -224,7 +219,7 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         NLM_F_ACK,
         &|hdr| unsafe {
             let t = Owned::<sys::nftnl_table>::new();
-            sys::nftnl_table_set_str(t.ptr(), sys::NFTNL_TABLE_NAME as u16, tname.as_ptr());
+            t.set_str(sys::NFTNL_TABLE_NAME, name);
             t.write(hdr);
         },
         NFT_MSG_NEWTABLE,
@@ -252,9 +247,7 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let c = Owned::<sys::nftnl_chain>::new();
-            sys::nftnl_chain_set_str(c.ptr(), sys::NFTNL_CHAIN_TABLE as u16, tname.as_ptr());
-            c.write(hdr);
+            Owned::<sys::nftnl_chain>::of_table(name).write(hdr);
         },
         NFT_MSG_NEWCHAIN,
         &mut |h| {
@@ -286,9 +279,7 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let s = Owned::<sys::nftnl_set>::new();
-            sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-            s.write(hdr);
+            Owned::<sys::nftnl_set>::of_table(name).write(hdr);
         },
         NFT_MSG_NEWSET,
         &mut |h| {
@@ -404,9 +395,7 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let r = Owned::<sys::nftnl_rule>::new();
-            sys::nftnl_rule_set_str(r.ptr(), sys::NFTNL_RULE_TABLE as u16, tname.as_ptr());
-            r.write(hdr);
+            Owned::<sys::nftnl_rule>::of_table(name).write(hdr);
         },
         NFT_MSG_NEWRULE,
         &mut |h| {
@@ -503,17 +492,14 @@ pub fn read_counters() -> Result<Vec<CounterValue>, ReadbackError> {
 fn dump_counters(d: &mut Dumper, family: Family) -> Result<Vec<CounterValue>, ReadbackError> {
     let fam = crate::bytecode::nfproto(family) as u16;
     let name = nfcompile::lower::TABLE;
-    let tname = cstr(name);
     let mut out = Vec::new();
     d.request(
         NFT_MSG_GETOBJ,
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe {
-            let o = Owned::<sys::nftnl_obj>::new();
-            let counter = crate::bytecode::k::NFT_OBJECT_COUNTER;
-            sys::nftnl_obj_set_str(o.ptr(), sys::NFTNL_OBJ_TABLE as u16, tname.as_ptr());
-            sys::nftnl_obj_set_u32(o.ptr(), sys::NFTNL_OBJ_TYPE as u16, counter);
+            let o = Owned::<sys::nftnl_obj>::of_table(name);
+            o.set_u32(sys::NFTNL_OBJ_TYPE, crate::bytecode::k::NFT_OBJECT_COUNTER);
             o.write(hdr);
         },
         NFT_MSG_NEWOBJ,
@@ -630,12 +616,8 @@ fn decode_set_elements(decl: &Set, specs: &[ElemSpec]) -> Result<Vec<Element>, R
 }
 
 fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, ReadbackError> {
-    let (tname, sname) = (cstr(nfcompile::lower::TABLE), cstr(set));
-    let s = Owned::<sys::nftnl_set>::new();
-    unsafe {
-        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_TABLE as u16, tname.as_ptr());
-        sys::nftnl_set_set_str(s.ptr(), sys::NFTNL_SET_NAME as u16, sname.as_ptr());
-    }
+    let s = Owned::<sys::nftnl_set>::of_table(nfcompile::lower::TABLE);
+    unsafe { s.set_str(sys::NFTNL_SET_NAME, set) };
     let mut out = Vec::new();
     d.request(
         NFT_MSG_GETSETELEM,
