@@ -281,7 +281,6 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
         comment: Option<String>,
     }
     let mut raw_sets: Vec<RawSet> = Vec::new();
-    let mut bad: Option<ReadbackError> = None;
     d.request(
         NFT_MSG_GETSET,
         fam,
@@ -336,23 +335,15 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
                             .and_then(|u| udata_str(&u, 7)),
                         })
                     })();
-                    match decoded {
-                        Ok(r) => raw_sets.push(r),
-                        Err(source) => {
-                            bad = Some(ReadbackError::Decode {
-                                what: format!("set {set_name}"),
-                                source,
-                            })
-                        }
-                    }
+                    raw_sets.push(decoded.map_err(|source| ReadbackError::Decode {
+                        what: format!("set {set_name}"),
+                        source,
+                    })?);
                 }
             }
             Ok(())
         },
     )?;
-    if let Some(e) = bad {
-        return Err(e);
-    }
 
     // Elements, one dump per set (dynamic sets hold runtime state, not rules).
     let mut sets = Vec::new();
@@ -397,7 +388,6 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
 
     // Rules, in chain order.
     let mut by_chain: HashMap<String, Vec<Rule>> = HashMap::new();
-    let mut bad: Option<ReadbackError> = None;
     d.request(
         NFT_MSG_GETRULE,
         fam,
@@ -425,29 +415,21 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
                             SetName::Named(_) => None,
                         })
                     });
-                    match resolved {
-                        Ok((matches, statements)) => {
-                            by_chain.entry(chain).or_default().push(Rule {
-                                matches,
-                                statements,
-                                comment,
-                            })
-                        }
-                        Err(source) => {
-                            bad = Some(ReadbackError::Decode {
-                                what: format!("a rule of chain {chain}"),
-                                source,
-                            })
-                        }
-                    }
+                    let (matches, statements) =
+                        resolved.map_err(|source| ReadbackError::Decode {
+                            what: format!("a rule of chain {chain}"),
+                            source,
+                        })?;
+                    by_chain.entry(chain).or_default().push(Rule {
+                        matches,
+                        statements,
+                        comment,
+                    });
                 }
             }
             Ok(())
         },
     )?;
-    if let Some(e) = bad {
-        return Err(e);
-    }
     for c in &mut chains {
         c.rules = by_chain.remove(&c.name).unwrap_or_default();
     }
@@ -624,27 +606,36 @@ fn decode_set_elements(decl: &Set, specs: &[ElemSpec]) -> Result<Vec<Element>, R
 }
 
 fn read_elements(d: &mut Dumper, fam: u16, set: &str) -> Result<Vec<ElemSpec>, ReadbackError> {
+    let mut out = Vec::new();
+    dump_elements(d, fam, set, &mut |h| {
+        // Parsed here rather than by libnftnl: at 400k elements its per-attribute
+        // allocations dominate readback.
+        let bytes = unsafe { std::slice::from_raw_parts(h.cast::<u8>(), (*h).nlmsg_len as usize) };
+        parse_elements(&bytes[16 + 4..], &mut out).map_err(|source| ReadbackError::Decode {
+            what: format!("elements of set {set}"),
+            source,
+        })
+    })?;
+    Ok(out)
+}
+
+/// Ask for the elements of `set`; `each` gets every answer message.
+fn dump_elements(
+    d: &mut Dumper,
+    fam: u16,
+    set: &str,
+    each: &mut dyn FnMut(*const libc::nlmsghdr) -> Result<(), ReadbackError>,
+) -> Result<bool, ReadbackError> {
     let s = Owned::<sys::nftnl_set>::of_table(nfcompile::lower::TABLE);
     unsafe { s.set_str(sys::NFTNL_SET_NAME, set) };
-    let mut out = Vec::new();
     d.request(
         NFT_MSG_GETSETELEM,
         fam,
         NLM_F_DUMP,
         &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s.ptr()) },
         NFT_MSG_NEWSETELEM,
-        &mut |h| {
-            // Parsed here rather than by libnftnl: at 400k elements its per-attribute
-            // allocations dominate readback.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(h.cast::<u8>(), (*h).nlmsg_len as usize) };
-            parse_elements(&bytes[16 + 4..], &mut out).map_err(|source| ReadbackError::Decode {
-                what: format!("elements of set {set}"),
-                source,
-            })
-        },
-    )?;
-    Ok(out)
+        each,
+    )
 }
 
 /// Netlink attributes of one level: `(type without flags, payload)`.
@@ -982,20 +973,11 @@ mod tests {
                 .unwrap();
             // Many answer messages at this buffer size: most are still unread when it fails.
             let mut d = Dumper::open(8192).unwrap();
-            let s = Owned::<sys::nftnl_set>::of_table(nfcompile::lower::TABLE);
-            unsafe { s.set_str(sys::NFTNL_SET_NAME, &set.name) };
             let mut seen = 0;
-            let cut = d.request(
-                NFT_MSG_GETSETELEM,
-                fam,
-                NLM_F_DUMP,
-                &|hdr| unsafe { sys::nftnl_set_elems_nlmsg_build_payload(hdr, s.ptr()) },
-                NFT_MSG_NEWSETELEM,
-                &mut |_| {
-                    seen += 1;
-                    Err(ReadbackError::Io(io::Error::other("stop here")))
-                },
-            );
+            let cut = dump_elements(&mut d, fam, &set.name, &mut |_| {
+                seen += 1;
+                Err(ReadbackError::Io(io::Error::other("stop here")))
+            });
             assert!(matches!(cut, Err(ReadbackError::Io(e)) if e.to_string() == "stop here"));
             assert_eq!(seen, 1, "nothing is handed on after a failure");
             let again = read_elements(&mut d, fam, &set.name).unwrap();

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use common::{kernel_unavailable, skip};
 use nfcompile::model::{ElementData, Ruleset, Verdict};
-use nfcompile_netlink::{apply, apply_transaction, normalize, readback, ApplyError};
+use nfcompile_netlink::{apply, apply_transaction, normalize, readback, ApplyError, ReadbackError};
 
 /// Run `f` in a new, empty network namespace (only this thread enters it).
 fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -607,6 +607,29 @@ fn a_refused_counter_is_named_though_counters_are_not_acknowledged() {
     }
     assert!(listed.contains("counter traffic/default/web/tcp/http"));
     assert!(!listed.contains("xxxx"));
+}
+
+/// A set in our table that the model cannot hold is an error naming it, not a wrong ruleset,
+/// and the next readback on a fixed table works.
+#[test]
+fn readback_names_a_set_it_cannot_read() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("readback_names_a_set_it_cannot_read", &reason);
+    }
+    let (err, after) = in_fresh_netns(|| {
+        nft(&["add table ip nfcompile; add map ip nfcompile limits { type ipv4_addr : quota; }"]);
+        let err = readback().unwrap_err();
+        nft(&["delete map ip nfcompile limits"]);
+        (err, readback())
+    });
+    match err {
+        ReadbackError::Decode { what, source } => {
+            assert_eq!(what, "set limits");
+            assert!(source.to_string().contains("not counters"), "{source}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    assert_eq!(after.unwrap().tables.len(), 1);
 }
 
 /// Packets and bytes of the counter `name` in table `ip nfcompile`, as nft lists them.
