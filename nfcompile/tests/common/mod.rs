@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod conformance;
+pub mod kube_proxy;
 pub mod reference;
 
 use std::path::{Path, PathBuf};

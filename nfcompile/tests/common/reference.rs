@@ -156,9 +156,10 @@ fn cluster_wide<'a>(cluster: &Cluster, c: &[(&'a Endpoint, u16)]) -> Vec<(&'a En
     }
 }
 
-/// `loadBalancerSourceRanges`: the source must be in a range. kube-proxy lets the node reach
-/// its own load balancer when a range holds the node's address (`allowFromNode`); nfcompile
-/// documents that as: then every address of the node is allowed.
+/// `loadBalancerSourceRanges`: the source must be in a range. When a range holds the node's
+/// primary address of the destination's family (kube-proxy's `allowFromNode`), the service's
+/// own load-balancer IPs are allowed as sources too (a node's connection to a local VIP loops
+/// back with the VIP as its source); no other address of the node is.
 /// Ranges of the other family are ignored (kube-proxy's per-family service info): with none
 /// of the packet's family, the load balancer is open.
 fn allowed(c: &Cluster, svc: &Service, p: &Packet) -> bool {
@@ -170,12 +171,13 @@ fn allowed(c: &Cluster, svc: &Service, p: &Packet) -> bool {
     if ranges.is_empty() || ranges.iter().any(|r| r.contains(p.src)) {
         return true;
     }
-    let node_in_range = c
+    let primary = c
         .node
         .addresses
         .iter()
-        .any(|a| same_family(a, &p.src) && ranges.iter().any(|r| r.contains(*a)));
-    node_in_range && c.node.addresses.contains(&p.src)
+        .find(|a| same_family(a, &p.dst) && !a.is_loopback());
+    primary.is_some_and(|a| ranges.iter().any(|r| r.contains(*a)))
+        && svc.load_balancer_ips.contains(&p.src)
 }
 
 enum Frontend<'a> {
@@ -318,6 +320,13 @@ pub fn packets(c: &Cluster) -> Vec<Packet> {
             .take(1)
             .map(|e| (Origin::Pod, e.address))
             .collect();
+        // A node's connection to its own local VIP loops back with the VIP as its source.
+        let mut extra = hairpin.clone();
+        extra.extend(
+            svc.load_balancer_ips
+                .iter()
+                .map(|ip| (Origin::External, *ip)),
+        );
         for sp in &svc.ports {
             for ip in svc
                 .cluster_ips
@@ -325,7 +334,7 @@ pub fn packets(c: &Cluster) -> Vec<Packet> {
                 .chain(&svc.load_balancer_ips)
                 .chain(&svc.external_ips)
             {
-                to(*ip, sp.protocol, sp.port as u16, &hairpin);
+                to(*ip, sp.protocol, sp.port as u16, &extra);
             }
             if let Some(np) = sp.node_port {
                 for a in &c.node.addresses {
