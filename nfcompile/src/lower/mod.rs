@@ -606,7 +606,7 @@ impl<'a> FamilyLowering<'a> {
                     Some(&format!("{comment} external")),
                 ));
                 if !ranges.is_empty() && svc.load_balancer_ips.contains(&ip) {
-                    self.firewall(&key, &ranges);
+                    self.firewall(&key, &ranges, &svc.load_balancer_ips);
                 }
             }
 
@@ -741,25 +741,29 @@ impl<'a> FamilyLowering<'a> {
         Verdict::Goto(name.clone())
     }
 
-    fn firewall(&mut self, key: &[Value], ranges: &[IpNetwork]) {
+    /// A load-balancer frontend with source ranges: the ranges are allowed, and — when a range
+    /// holds the node's primary address of this family (kube-proxy's `allowFromNode`) — the
+    /// service's own load-balancer IPs as sources too. A VIP is often a local address, so the
+    /// node's own connection to it loops back with the VIP as its source. Nothing else of the
+    /// node is added: a node address outside every range stays outside.
+    fn firewall(&mut self, key: &[Value], ranges: &[IpNetwork], lb_ips: &[IpAddr]) {
         self.firewall_services
             .push(element(key.to_vec(), None, None));
         let mut allowed: Vec<IpNetwork> = ranges.to_vec();
-        // A range holding a node address lets the node itself (any of its addresses) reach
-        // the load balancer too.
-        let node_ips: Vec<IpAddr> = self
+        let family = self.family;
+        let primary = self
             .cluster
             .node
             .addresses
             .iter()
-            .filter(|a| Family::of(a) == self.family)
-            .copied()
-            .collect();
-        if node_ips
-            .iter()
-            .any(|ip| ranges.iter().any(|r| r.contains(*ip)))
-        {
-            allowed.extend(node_ips.iter().map(|ip| IpNetwork::from(*ip)));
+            .find(|a| Family::of(a) == family && !a.is_loopback());
+        if primary.is_some_and(|ip| ranges.iter().any(|r| r.contains(*ip))) {
+            allowed.extend(
+                lb_ips
+                    .iter()
+                    .filter(|ip| Family::of(ip) == family)
+                    .map(|ip| IpNetwork::from(*ip)),
+            );
         }
         for range in disjoint(allowed) {
             let mut k = key.to_vec();
