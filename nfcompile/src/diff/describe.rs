@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::Serialize;
 
 use super::{Op, Transaction};
-use crate::lower::{names, LOCAL_SLOT_OFFSET};
+use crate::lower::{behaviour_is_local, names, LOCAL_SLOT_OFFSET};
 use crate::model::{ElementData, Ruleset, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -36,6 +36,9 @@ struct Frontend {
     /// `port 80/TCP`, `external 203.0.113.7:80/TCP`, `node port 30080/TCP`.
     label: String,
     endpoints: BTreeSet<String>,
+    /// For a Local traffic policy: this node's endpoints, the only ones its (external) clients
+    /// reach.
+    local: Option<BTreeSet<String>>,
     /// reject, drop, or a behaviour chain.
     target: String,
 }
@@ -91,8 +94,10 @@ fn frontends(
     let mut out = BTreeMap::new();
     for t in &rs.tables {
         let fam = format!("{:?}", t.family);
-        // Endpoints by frontend key, from every endpoint map (sharded or not).
+        // Endpoints by frontend key, from every endpoint map (sharded or not): the cluster-wide
+        // list and this node's.
         let mut eps: BTreeMap<Vec<Value>, BTreeSet<String>> = BTreeMap::new();
+        let mut local_eps: BTreeMap<Vec<Value>, BTreeSet<String>> = BTreeMap::new();
         for s in t.sets.iter().filter(|s| is_endpoint_map(&s.name)) {
             for e in &s.elements {
                 let (Some(Value::Integer(slot)), Some(ElementData::Values(v))) =
@@ -101,7 +106,7 @@ fn frontends(
                     continue;
                 };
                 let key = &e.key[..e.key.len() - 1];
-                if *slot >= LOCAL_SLOT_OFFSET || !wanted(key) {
+                if !wanted(key) {
                     continue;
                 }
                 let key = key.to_vec();
@@ -110,7 +115,12 @@ fn frontends(
                     [a, p] => format!("{}:{}", fmt_value(a), fmt_value(p)),
                     _ => continue,
                 };
-                eps.entry(key).or_default().insert(ep);
+                let list = if *slot >= LOCAL_SLOT_OFFSET {
+                    &mut local_eps
+                } else {
+                    &mut eps
+                };
+                list.entry(key).or_default().insert(ep);
             }
         }
         for map in [names::SERVICE_IPS, names::SERVICE_NODEPORTS] {
@@ -142,12 +152,15 @@ fn frontends(
                     },
                     _ => String::new(),
                 };
+                let local = behaviour_is_local(&target)
+                    .then(|| local_eps.get(&e.key).cloned().unwrap_or_default());
                 out.insert(
                     (fam.clone(), e.key.clone()),
                     Frontend {
                         service,
                         label,
                         endpoints: eps.get(&e.key).cloned().unwrap_or_default(),
+                        local,
                         target,
                     },
                 );
@@ -157,17 +170,43 @@ fn frontends(
     out
 }
 
-fn summary(f: &Frontend) -> String {
-    match f.target.as_str() {
-        "reject" => format!("{} → no endpoints (rejected)", f.label),
-        "drop" => format!("{} → no local endpoints (dropped)", f.label),
-        _ => format!(
-            "{} → {} endpoint{}",
-            f.label,
-            f.endpoints.len(),
-            if f.endpoints.len() == 1 { "" } else { "s" }
-        ),
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
     }
+}
+
+fn summary(f: &Frontend) -> String {
+    let n = f.endpoints.len();
+    match (f.target.as_str(), &f.local) {
+        ("reject", _) => format!("{} → no endpoints (rejected)", f.label),
+        ("drop", _) => format!("{} → no local endpoints (dropped)", f.label),
+        // internalTrafficPolicy: Local: only this node's list exists.
+        (_, Some(local)) if n == 0 => {
+            format!(
+                "{} → {} local endpoint{}",
+                f.label,
+                local.len(),
+                plural(local.len())
+            )
+        }
+        (_, Some(local)) => format!(
+            "{} → {n} endpoint{} ({} local)",
+            f.label,
+            plural(n),
+            local.len()
+        ),
+        (_, None) => format!("{} → {n} endpoint{}", f.label, plural(n)),
+    }
+}
+
+/// `−a, +b`: what left and what joined a list.
+fn list_change(old: &BTreeSet<String>, new: &BTreeSet<String>) -> String {
+    let gone = old.difference(new).map(|e| format!("−{e}"));
+    let joined = new.difference(old).map(|e| format!("+{e}"));
+    gone.chain(joined).collect::<Vec<_>>().join(", ")
 }
 
 /// A service's frontends before and after, and the lines describing what changed.
@@ -190,26 +229,30 @@ pub fn describe(current: &Ruleset, desired: &Ruleset, tx: &Transaction) -> Vec<S
         match cur.get(k) {
             None => entry.2.push(format!("+ {}", summary(f))),
             Some(old) if old != f => {
-                if old.endpoints != f.endpoints && old.target != "reject" && f.target != "reject" {
-                    let gone: Vec<String> = old
-                        .endpoints
-                        .difference(&f.endpoints)
-                        .map(|e| format!("−{e}"))
-                        .collect();
-                    let new: Vec<String> = f
-                        .endpoints
-                        .difference(&old.endpoints)
-                        .map(|e| format!("+{e}"))
-                        .collect();
-                    let mut what: Vec<String> = gone;
-                    what.extend(new);
-                    entry.2.push(format!(
-                        "{}: endpoints {} → {} ({})",
-                        f.label,
-                        old.endpoints.len(),
-                        f.endpoints.len(),
-                        what.join(", ")
-                    ));
+                let same_kind = old.target != "reject"
+                    && f.target != "reject"
+                    && old.local.is_some() == f.local.is_some();
+                if same_kind && (old.endpoints != f.endpoints || old.local != f.local) {
+                    let mut parts = Vec::new();
+                    if old.endpoints != f.endpoints {
+                        parts.push(format!(
+                            "endpoints {} → {} ({})",
+                            old.endpoints.len(),
+                            f.endpoints.len(),
+                            list_change(&old.endpoints, &f.endpoints)
+                        ));
+                    }
+                    if let (Some(was), Some(now)) = (&old.local, &f.local) {
+                        if was != now {
+                            parts.push(format!(
+                                "local endpoints {} → {} ({})",
+                                was.len(),
+                                now.len(),
+                                list_change(was, now)
+                            ));
+                        }
+                    }
+                    entry.2.push(format!("{}: {}", f.label, parts.join("; ")));
                 } else {
                     entry.2.push(format!(
                         "{} (was {})",

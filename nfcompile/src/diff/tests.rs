@@ -268,3 +268,54 @@ fn the_model_refuses_elements_past_a_sets_size_like_the_kernel() {
         "{err}"
     );
 }
+
+#[test]
+fn plans_say_how_many_endpoints_a_local_policy_reaches() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::{Protocol, TrafficPolicy};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let cluster = |local_here: bool| {
+        let mut svc = ServiceBuilder::new("default", "web", ip("10.96.0.10"))
+            .port("http", Protocol::Tcp, 80)
+            .load_balancer_ip(ip("10.123.123.100"))
+            .external_traffic_policy(TrafficPolicy::Local);
+        if local_here {
+            svc = svc.endpoint(ip("10.244.1.5"), Some("node-a"), &[("http", 8080)]);
+        }
+        for e in ["10.244.2.5", "10.244.2.6"] {
+            svc = svc.endpoint(ip(e), Some("node-b"), &[("http", 8080)]);
+        }
+        let itp = ServiceBuilder::new("default", "itp", ip("10.96.0.11"))
+            .port("http", Protocol::Tcp, 80)
+            .internal_traffic_policy(TrafficPolicy::Local)
+            .endpoint(ip("10.244.1.7"), Some("node-a"), &[("http", 8080)])
+            .endpoint(ip("10.244.2.7"), Some("node-b"), &[("http", 8080)])
+            .build();
+        ClusterBuilder::new("node-a", [ip("192.168.1.10")])
+            .cluster_cidr("10.244.0.0/16".parse().unwrap())
+            .service(svc.build())
+            .service(itp)
+            .build()
+    };
+    let (before, after) = (compile(&cluster(true)), compile(&cluster(false)));
+    let empty = Ruleset::default();
+    let added = describe::describe(&empty, &before, &diff(&empty, &before));
+    let lines: Vec<&String> = added.iter().flat_map(|c| &c.details).collect();
+    assert!(
+        lines.contains(&&"port 80/TCP → 1 local endpoint".to_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.contains(&&"external 10.123.123.100:80/TCP → 3 endpoints (1 local)".to_string()),
+        "{lines:#?}"
+    );
+    let changed = describe::describe(&before, &after, &diff(&before, &after));
+    let lines: Vec<&String> = changed.iter().flat_map(|c| &c.details).collect();
+    assert!(
+        lines.contains(
+            &&"external 10.123.123.100:80/TCP: endpoints 3 → 2 (−10.244.1.5:8080); local endpoints 1 → 0 (−10.244.1.5:8080)"
+                .to_string()
+        ),
+        "{lines:#?}"
+    );
+}

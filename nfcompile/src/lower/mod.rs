@@ -349,6 +349,24 @@ impl Behaviour {
     }
 }
 
+/// Whether a behaviour chain named by [`Behaviour::chain_name`] sends clients to this node's
+/// endpoints only: an `externalTrafficPolicy: Local` frontend (`…-local-8-l8`, external clients)
+/// or an `internalTrafficPolicy: Local` one (`…-l8`). Its last token is then a local list's
+/// (`l8`, `lrr3`, `lmg251`); `plan` uses this to say how many endpoints are local.
+pub fn behaviour_is_local(chain: &str) -> bool {
+    chain
+        .rsplit('-')
+        .next()
+        .and_then(|token| token.strip_prefix('l'))
+        .is_some_and(|size| {
+            let size = size
+                .strip_prefix("rr")
+                .or_else(|| size.strip_prefix("mg"))
+                .unwrap_or(size);
+            !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit())
+        })
+}
+
 fn list_token(list: List) -> String {
     let size = match list.selection {
         Selection::Random { capacity } => capacity.to_string(),

@@ -542,3 +542,58 @@ fn counters_name_every_frontend_two_per_port_without_growing_rules() {
         ["count-traffic", "counters-output", "counters-prerouting"]
     );
 }
+
+#[test]
+fn behaviour_names_say_whether_clients_reach_local_endpoints_only() {
+    let selections = [
+        Selection::Random { capacity: 8 },
+        Selection::RoundRobin { filled: 3 },
+        Selection::Maglev { size: 251 },
+    ];
+    let shards = [Shard { index: 0, count: 1 }, Shard { index: 3, count: 4 }];
+    let mut seen = 0;
+    for role in [Role::ClusterIp, Role::External, Role::NodePort] {
+        for masq in [Masq::No, Masq::OffCluster, Masq::Always] {
+            for affinity in [false, true] {
+                for shard in shards {
+                    for selection in selections {
+                        let cluster = List {
+                            local: false,
+                            selection,
+                        };
+                        let local = List {
+                            local: true,
+                            selection,
+                        };
+                        for (route, is_local) in [
+                            (Route::Select(cluster), false),
+                            (Route::Select(local), true),
+                            (Route::LocalPolicy { cluster, local }, true),
+                        ] {
+                            let b = Behaviour {
+                                role,
+                                masq,
+                                affinity,
+                                route,
+                                shard,
+                            };
+                            let name = b.chain_name();
+                            assert_eq!(behaviour_is_local(&name), is_local, "{name}");
+                            seen += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(seen, 3 * 3 * 2 * 2 * 3 * 3);
+    for other in [
+        "reject",
+        "drop",
+        "local-endpoints-8",
+        "endpoints-8",
+        "masquerading",
+    ] {
+        assert!(!behaviour_is_local(other), "{other}");
+    }
+}
