@@ -189,7 +189,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let ruleset = compile(&input, &mut watch)?;
             let text = match format {
-                Format::Nft => nfcompile::emit::text::write_string(&ruleset),
+                Format::Nft => {
+                    for line in nfcompile::emit::text::left_out(&ruleset) {
+                        eprintln!("warning: {line}");
+                    }
+                    nfcompile::emit::text::write_string(&ruleset)
+                }
                 Format::Json => nfcompile::emit::json_string(&ruleset) + "\n",
             };
             match output {
@@ -527,10 +532,9 @@ fn read_sources(input: &InputArgs) -> Result<Vec<Source>, String> {
 /// Read and convert the inputs, printing warnings unless `--quiet`.
 fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
     let sources = read_sources(input)?;
-    let (mut cluster, mut warnings) =
+    let (mut cluster, warnings) =
         nfcompile::front::load(&sources, input.node.as_deref()).map_err(|e| e.to_string())?;
     cluster.config.counters |= input.counters;
-    warnings.extend(nfcompile::validate::warnings(&cluster));
     if !input.quiet {
         for w in warnings {
             eprintln!("warning: {w}");

@@ -565,7 +565,16 @@ fn encode_statement(out: &mut Vec<Insn>, s: &Statement, family: Family) {
             timeout,
         } => {
             let key_words = load_concat(out, key, 0, false);
-            let data_first = key_words.div_ceil(4) * 4;
+            // The data starts on the next 16-byte register, as nft puts it, unless that would
+            // run past the last register: an IPv6 key (40 bytes) and its endpoint (20 bytes)
+            // fill 15 of the 16 32-bit registers only when packed.
+            let data_words: u32 = data.iter().map(|e| words(expr_len(e))).sum();
+            let aligned = key_words.div_ceil(4) * 4;
+            let data_first = if aligned + data_words <= 16 {
+                aligned
+            } else {
+                key_words
+            };
             load_concat(out, data, data_first, false);
             out.push(Insn::Dynset {
                 sreg_key: r1,

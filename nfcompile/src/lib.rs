@@ -39,8 +39,7 @@ pub fn compile_sources(
     sources: &[front::Source],
     node: Option<&str>,
 ) -> Result<(model::Ruleset, Vec<String>), InputError> {
-    let (cluster, mut warnings) = front::load(sources, node)?;
-    warnings.extend(validate::warnings(&cluster));
+    let (cluster, warnings) = front::load(sources, node)?;
     let ruleset = compile(&cluster).map_err(|e| match e {
         CompileError::Invalid(inv) => InputError::Invalid(inv),
     })?;

@@ -686,10 +686,7 @@ impl<'a> FamilyLowering<'a> {
         };
         // Affinity applies even to a single endpoint, so that scaling from one endpoint to two
         // changes elements only, not the frontend's chain.
-        // nft 1.0.x aborts on any dynamic-map update whose key is wider than one 16-byte
-        // register, and an IPv6 client address alone fills one: IPv6 affinity cannot be written
-        // as a script that loads, so IPv6 frontends choose at random (`validate::warnings` says so).
-        let affinity = svc.session_affinity_timeout.is_some() && self.family == Family::Ipv4;
+        let affinity = svc.session_affinity_timeout.is_some();
         let keyed = if role == Role::NodePort {
             Keyed::NodePort
         } else {

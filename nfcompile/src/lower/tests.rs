@@ -358,7 +358,7 @@ fn identical_behaviour_chains_merge_under_masquerade_all() {
 }
 
 #[test]
-fn ipv6_frontends_have_no_affinity_machinery() {
+fn ipv6_frontends_have_affinity_keyed_by_client_and_frontend() {
     let svc = ServiceBuilder::new("d", "s", ip("fd00::1"))
         .port("p", Protocol::Tcp, 80)
         .session_affinity(100)
@@ -370,8 +370,17 @@ fn ipv6_frontends_have_no_affinity_machinery() {
         .build();
     let t = compile(&c);
     assert_eq!(t.family, Family::Ipv6);
-    assert!(t.set(names::AFFINITY).is_none());
-    assert_eq!(crate::validate::warnings(&c).len(), 1);
+    let aff = t.set(names::AFFINITY).expect("an affinity map");
+    assert_eq!(
+        aff.key,
+        vec![
+            FieldType::Ipv6Addr,
+            FieldType::Ipv6Addr,
+            FieldType::InetProto,
+            FieldType::InetService
+        ]
+    );
+    assert!(t.set(names::AFFINITY_SERVICES).is_some());
 }
 
 #[test]

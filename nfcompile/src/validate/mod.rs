@@ -69,26 +69,6 @@ pub fn validate(cluster: &Cluster) -> Result<Validated<'_>, Invalid> {
     }
 }
 
-/// Valid input that will not do everything it asks for, said once per object.
-pub fn warnings(cluster: &Cluster) -> Vec<String> {
-    let mut out = Vec::new();
-    for svc in &cluster.services {
-        if svc.session_affinity_timeout.is_some()
-            && svc
-                .cluster_ips
-                .iter()
-                .any(|ip| Family::of(ip) == Family::Ipv6)
-        {
-            out.push(format!(
-                "{}: session affinity applies to its IPv4 traffic only; IPv6 connections are \
-                 balanced at random (nft 1.0 cannot load an IPv6 affinity map update)",
-                service_object(svc)
-            ));
-        }
-    }
-    out
-}
-
 pub(crate) fn service_object(svc: &Service) -> String {
     format!("Service {}/{}", svc.namespace, svc.name)
 }

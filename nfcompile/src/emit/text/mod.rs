@@ -10,6 +10,9 @@ use std::fmt::Write;
 use crate::model::*;
 
 mod keywords;
+mod limits;
+
+pub use limits::{as_loaded, left_out, unloadable};
 
 /// The longest comment nft accepts (`NFT_USERDATA_MAXLEN` leaves 128 bytes for it).
 pub const MAX_COMMENT: usize = 128;
@@ -242,7 +245,7 @@ pub fn write_transaction(tx: &crate::diff::Transaction, desired: &Ruleset) -> St
                 );
                 for rule in rules {
                     out.push_str("\t\t");
-                    write_rule(&mut out, rule);
+                    write_loadable_rule(&mut out, rule);
                     out.push('\n');
                 }
                 out.push_str("\t}\n}\n");
@@ -370,10 +373,18 @@ fn write_chain(out: &mut String, chain: &Chain) {
     }
     for rule in &chain.rules {
         out.push_str("\t\t");
-        write_rule(out, rule);
+        write_loadable_rule(out, rule);
         out.push('\n');
     }
     out.push_str("\t}\n");
+}
+
+/// A rule, or — if nft cannot load it ([`unloadable`]) — the rule as a comment saying why.
+fn write_loadable_rule(out: &mut String, rule: &Rule) {
+    if let Some(why) = unloadable(rule) {
+        let _ = write!(out, "# left out ({why}): ");
+    }
+    write_rule(out, rule);
 }
 
 /// One rule on one line, as `nft list` would print it.
