@@ -10,7 +10,7 @@
 //! ```text
 //!  nat-prerouting / nat-output (dstnat)
 //!    └─ jump services
-//!         ├─ firewall: daddr.proto.dport @firewall-services, not in @firewall-allow → drop
+//!         ├─ firewall: daddr.proto.dport @firewall-services, not in @firewall-allow-PROTO → drop
 //!         ├─ daddr . l4proto . dport  vmap @service-ips ───────┐   (cluster/external/LB IPs)
 //!         ├─ nodeport address: l4proto . dport vmap @service-nodeports ─┤
 //!         ├─ daddr @cluster-ips → reject     (a port that is not a service port)
@@ -92,7 +92,14 @@ pub mod names {
     pub const SERVICE_CIDRS: &str = "service-cidrs";
     pub const NODEPORT_IPS: &str = "nodeport-ips";
     pub const FIREWALL_SERVICES: &str = "firewall-services";
-    pub const FIREWALL_ALLOW: &str = "firewall-allow";
+    /// `firewall-allow-tcp` …: allowed sources (`daddr . dport . saddr`, an interval set) per
+    /// protocol. The protocol is not in the key: an `inet_proto` inside an interval
+    /// concatenation needs a byteorder instruction of length 1 and size 2, which Linux refuses
+    /// since 6.12.115 ("nft_byteorder: remove multi-register support") and nft before 1.1.0
+    /// still emits.
+    pub fn firewall_allow(proto: crate::ir::Protocol) -> String {
+        format!("firewall-allow-{}", proto.nft_name())
+    }
     pub const HAIRPIN: &str = "hairpin";
     pub const AFFINITY: &str = "affinity";
     pub const AFFINITY_SERVICES: &str = "affinity-services";
@@ -458,7 +465,7 @@ struct FamilyLowering<'a> {
     nodeport_endpoints: Vec<Vec<Element>>,
     cluster_ips: BTreeSet<IpAddr>,
     firewall_services: Vec<Element>,
-    firewall_allow: Vec<Element>,
+    firewall_allow: BTreeMap<Protocol, Vec<Element>>,
     hairpin: BTreeSet<IpAddr>,
     affinity_services: Vec<Element>,
     affinity_nodeports: Vec<Element>,
@@ -492,7 +499,7 @@ impl<'a> FamilyLowering<'a> {
             nodeport_endpoints: vec![Vec::new(); shards.1 as usize],
             cluster_ips: BTreeSet::new(),
             firewall_services: Vec::new(),
-            firewall_allow: Vec::new(),
+            firewall_allow: BTreeMap::new(),
             hairpin: BTreeSet::new(),
             affinity_services: Vec::new(),
             affinity_nodeports: Vec::new(),
@@ -780,16 +787,19 @@ impl<'a> FamilyLowering<'a> {
                     .map(|ip| IpNetwork::from(*ip)),
             );
         }
+        let [addr, Value::Proto(proto), port] = key else {
+            unreachable!("a load-balancer frontend's key is address . protocol . port")
+        };
+        let allow = self.firewall_allow.entry(*proto).or_default();
         for range in disjoint(allowed) {
-            let mut k = key.to_vec();
             // One canonical form per key: a single host is an address, not a /32 range.
             let host = range.prefix() == if range.is_ipv4() { 32 } else { 128 };
-            k.push(if host {
+            let source = if host {
                 Value::Addr(range.ip())
             } else {
                 Value::Prefix(range)
-            });
-            self.firewall_allow.push(element(k, None, None));
+            };
+            allow.push(element(vec![*addr, *port, source], None, None));
         }
     }
 
@@ -1026,24 +1036,40 @@ impl<'a> FamilyLowering<'a> {
         let mut services = Vec::new();
         let dispatch_key = vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport];
         if !self.firewall_services.is_empty() {
-            let mut allow_key = dispatch_key.clone();
-            allow_key.push(Expr::Saddr(f));
-            services.push(rule(
-                vec![
-                    Match::Lookup {
-                        key: dispatch_key.clone(),
-                        set: SetRef::Named(names::FIREWALL_SERVICES.into()),
-                        negate: false,
-                    },
-                    Match::Lookup {
-                        key: allow_key,
-                        set: SetRef::Named(names::FIREWALL_ALLOW.into()),
-                        negate: true,
-                    },
-                ],
-                vec![Statement::Verdict(Verdict::Drop)],
-                Some("source not in loadBalancerSourceRanges"),
-            ));
+            let allow_key = vec![Expr::Daddr(f), Expr::Dport, Expr::Saddr(f)];
+            for (proto, allowed) in self.firewall_allow {
+                let allow_name = names::firewall_allow(proto);
+                services.push(rule(
+                    vec![
+                        Match::Cmp {
+                            expr: Expr::L4Proto,
+                            value: Value::Proto(proto),
+                            negate: false,
+                        },
+                        Match::Lookup {
+                            key: dispatch_key.clone(),
+                            set: SetRef::Named(names::FIREWALL_SERVICES.into()),
+                            negate: false,
+                        },
+                        Match::Lookup {
+                            key: allow_key.clone(),
+                            set: SetRef::Named(allow_name.clone()),
+                            negate: true,
+                        },
+                    ],
+                    vec![Statement::Verdict(Verdict::Drop)],
+                    Some("source not in loadBalancerSourceRanges"),
+                ));
+                let mut allow = set(
+                    &allow_name,
+                    vec![addr, FieldType::InetService, addr],
+                    None,
+                    allowed,
+                    "allowed sources per load-balancer frontend",
+                );
+                allow.flags = SetFlags::INTERVAL;
+                sets.push(allow);
+            }
             sets.push(set(
                 names::FIREWALL_SERVICES,
                 addr_key_types.clone(),
@@ -1051,17 +1077,6 @@ impl<'a> FamilyLowering<'a> {
                 self.firewall_services,
                 "load-balancer frontends with source ranges",
             ));
-            let mut allow_types = addr_key_types.clone();
-            allow_types.push(addr);
-            let mut allow = set(
-                names::FIREWALL_ALLOW,
-                allow_types,
-                None,
-                self.firewall_allow,
-                "allowed sources per load-balancer frontend",
-            );
-            allow.flags = SetFlags::INTERVAL;
-            sets.push(allow);
         }
         if counting {
             services.push(rule(
