@@ -1244,3 +1244,40 @@ mod tests {
         assert_eq!(elements.len(), specs.len());
     }
 }
+
+/// Instructions some supported kernel refuses must never be encoded.
+#[cfg(test)]
+mod kernel_limits {
+    use super::*;
+    use crate::bytecode::{encode_rule, Insn};
+
+    /// Linux 6.12.115+ refuses a byteorder instruction whose length differs from its size
+    /// ("nft_byteorder: remove multi-register support"): no rule of any scenario-like random
+    /// cluster (source ranges of every protocol, affinity, both families …) may carry one.
+    #[test]
+    fn no_byteorder_of_length_other_than_its_size() {
+        let mut rules = 0;
+        for seed in 1..=60 {
+            let cluster = nfcompile::synth::random(seed, 30);
+            let ruleset = nfcompile::compile(&cluster).unwrap();
+            for table in &ruleset.tables {
+                for chain in &table.chains {
+                    for rule in &chain.rules {
+                        let enc = encode_rule(rule, table.family, &Sets(table));
+                        for insn in &enc.insns {
+                            if let Insn::Byteorder { len, size, .. } = insn {
+                                assert_eq!(
+                                    len, size,
+                                    "seed {seed}, chain {}: {insn:?}",
+                                    chain.name
+                                );
+                            }
+                        }
+                        rules += 1;
+                    }
+                }
+            }
+        }
+        assert!(rules > 1000, "{rules}");
+    }
+}

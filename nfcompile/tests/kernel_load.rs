@@ -24,10 +24,42 @@ fn every_golden_script_loads_into_the_kernel() {
         // Loading the same script again replaces the tables atomically.
         ns.nft_load(&file)
             .unwrap_or_else(|e| panic!("{}: reloading failed:\n{e}", file.display()));
+        assert_no_refused_byteorder(&ns, &file);
         loaded += 1;
     }
     assert!(loaded >= 12);
     eprintln!("kernel accepted {loaded} golden scripts (each loaded twice)");
+}
+
+/// Linux refuses a byteorder instruction whose length differs from its size since 6.12.115
+/// ("nft_byteorder: remove multi-register support"); nft before 1.1.0 emits one for an
+/// `inet_proto` inside an interval concatenation. The bytecode nft encodes for `file`
+/// (`nft --debug=netlink --check`) must have none, so the script loads on every kernel.
+fn assert_no_refused_byteorder(ns: &Netns, file: &std::path::Path) {
+    let out = ns.exec(&[
+        "nft",
+        "--debug=netlink",
+        "--check",
+        "-f",
+        file.to_str().unwrap(),
+    ]);
+    let bytecode =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {bytecode}", file.display());
+    for line in bytecode.lines().filter(|l| l.contains("[ byteorder ")) {
+        // `[ byteorder reg 9 = hton(reg 9, 2, 1) ]`: size 2, length 1.
+        let args = line
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(args, _)| args)
+            .unwrap_or_else(|| panic!("{}: unexpected line {line}", file.display()));
+        let numbers: Vec<&str> = args.split(',').map(str::trim).collect();
+        assert!(
+            numbers.len() == 3 && numbers[1] == numbers[2],
+            "{}: nft encodes a byteorder of length ≠ size, which Linux 6.12.115+ refuses: {line}",
+            file.display()
+        );
+    }
 }
 
 /// The first fuzz target's promise that an accepted input never renders a script `nft -f`
