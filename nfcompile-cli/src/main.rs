@@ -64,6 +64,10 @@ enum Command {
     },
     /// Compile, read back what the kernel holds, and program only the difference in one
     /// atomic transaction (this network namespace). Needs CAP_NET_ADMIN.
+    ///
+    /// Then deletes session-affinity entries and UDP conntrack entries that point at endpoints
+    /// their frontend no longer has. Exit status: 0 done; 1 error, nothing changed; 3 the rules
+    /// were committed but that clean-up failed (run apply again to retry it).
     Apply {
         #[command(flatten)]
         input: InputArgs,
@@ -179,6 +183,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit status of `apply` when the rules were committed but the clean-up after them failed.
+const CLEANUP_FAILED: u8 = 3;
+
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let mut watch = Stopwatch::new(cli.timings);
     match cli.command {
@@ -210,7 +217,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Apply { input, replace } => {
             let mut ruleset = compile(&input, &mut watch)?;
-            if replace {
+            let connection = nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
+            // An unsupported kernel is named before anything is read or committed.
+            connection.features().map_err(|e| e.to_string())?;
+            let tx = if replace {
                 let s = nfcompile_netlink::apply(&ruleset).map_err(|e| e.to_string())?;
                 println!(
                     "applied: {} tables, {} chains, {} rules, {} sets and maps, {} elements in {} messages ({} KiB) in {:.1} ms",
@@ -223,49 +233,67 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                     s.bytes / 1024,
                     s.elapsed.as_secs_f64() * 1000.0
                 );
-                return Ok(ExitCode::SUCCESS);
-            }
-            let (live, generation) =
-                nfcompile_netlink::readback_with_generation().map_err(|e| e.to_string())?;
-            watch.lap("read back");
-            nfcompile::diff::keep_capacities(&live, &mut ruleset);
-            let tx = nfcompile::diff::diff(&live, &ruleset);
-            watch.lap("diff");
-            if tx.is_empty() {
-                println!("No changes.");
-                return Ok(ExitCode::SUCCESS);
-            }
-            // The kernel refuses the transaction if the ruleset changed since the read.
-            let s = nfcompile_netlink::apply_transaction(&tx, &ruleset, Some(generation))
-                .map_err(|e| e.to_string())?;
-            watch.lap("commit");
-            println!(
-                "applied: {} operations, {} elements in {} messages ({} KiB) in {:.1} ms",
-                tx.ops.len(),
-                tx.element_changes(),
-                s.messages,
-                s.bytes / 1024,
-                s.elapsed.as_secs_f64() * 1000.0
-            );
-            // Clients pinned to an endpoint that left must not be sent to it any more.
-            // Clients pinned by affinity, and UDP flows that keep sending, must not stay with
-            // an endpoint that left.
-            let stale = nfcompile::incremental::stale_in(&tx, &ruleset);
-            if !stale.is_empty() {
-                let connection =
-                    nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
-                let (affinity, udp) =
-                    nfcompile_netlink::clear_stale(&connection, &mut None, &ruleset, &stale)
+                nfcompile::diff::Transaction::default()
+            } else {
+                let (live, generation) =
+                    nfcompile_netlink::readback_with_generation().map_err(|e| e.to_string())?;
+                watch.lap("read back");
+                nfcompile::diff::keep_capacities(&live, &mut ruleset);
+                let tx = nfcompile::diff::diff(&live, &ruleset);
+                watch.lap("diff");
+                if tx.is_empty() {
+                    println!("No changes.");
+                } else {
+                    // The kernel refuses the transaction if the ruleset changed since the read.
+                    let s = connection
+                        .apply_transaction(&tx, &ruleset, Some(generation))
                         .map_err(|e| e.to_string())?;
-                watch.lap("affinity and conntrack cleanup");
-                if affinity > 0 {
-                    println!("session affinity: {affinity} entries of removed endpoints deleted");
+                    watch.lap("commit");
+                    println!(
+                        "applied: {} operations, {} elements in {} messages ({} KiB) in {:.1} ms",
+                        tx.ops.len(),
+                        tx.element_changes(),
+                        s.messages,
+                        s.bytes / 1024,
+                        s.elapsed.as_secs_f64() * 1000.0
+                    );
                 }
-                if udp > 0 {
-                    println!("conntrack: {udp} UDP flows to removed endpoints deleted");
-                }
+                tx
+            };
+            // Clients pinned by affinity, and UDP flows that keep sending, must not stay with
+            // an endpoint that left: those this transaction removed, and any the kernel still
+            // holds from an earlier apply whose clean-up failed (a sweep of its state).
+            let stale = nfcompile::incremental::stale_in(&tx, &ruleset);
+            let cleanup = nfcompile_netlink::clean_up(
+                &connection,
+                &mut None,
+                &ruleset,
+                &stale,
+                Some(&ruleset),
+            );
+            watch.lap("affinity and conntrack cleanup");
+            if cleanup.affinity_cleared > 0 {
+                println!(
+                    "session affinity: {} entries of removed endpoints deleted",
+                    cleanup.affinity_cleared
+                );
             }
-            Ok(ExitCode::SUCCESS)
+            if cleanup.udp_flows_cleared > 0 {
+                println!(
+                    "conntrack: {} UDP flows to removed endpoints deleted",
+                    cleanup.udp_flows_cleared
+                );
+            }
+            if cleanup.failures.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            for f in &cleanup.failures {
+                eprintln!("error: after the commit: {f}");
+            }
+            eprintln!(
+                "note: the rules were committed; only this clean-up failed. Run apply again to retry it."
+            );
+            Ok(ExitCode::from(CLEANUP_FAILED))
         }
         Command::Plan {
             input,

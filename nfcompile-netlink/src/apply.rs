@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 use nfcompile::model::Ruleset;
 
-use crate::encode::encode;
+use crate::encode::{encode, Removal};
+use crate::features::KernelFeatures;
 
 use crate::socket::NetlinkSocket;
 
@@ -20,6 +21,8 @@ pub enum ApplyError {
         errno: i32,
         message: String,
     },
+    #[error("this kernel's nf_tables lacks {feature}, which nfcompile's rules need (errno {errno}); nothing was changed. Supported: Linux 6.1 and newer")]
+    Unsupported { feature: &'static str, errno: i32 },
     #[error("the ruleset changed since it was read (nf_tables generation {read}); nothing was applied, plan again")]
     Changed { read: u32 },
     #[error("no answer from the kernel for {missing} of {expected} messages within {timeout:?}; the transaction may or may not have been committed")]
@@ -50,25 +53,60 @@ pub struct Summary {
 /// in the background instead of on every commit.
 pub struct Connection {
     socket: NetlinkSocket,
+    /// Probed on first use ([`Connection::features`]).
+    features: std::cell::OnceCell<KernelFeatures>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("features", &self.features.get())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Connection {
     pub fn open() -> Result<Connection, ApplyError> {
         Ok(Connection {
             socket: NetlinkSocket::open().map_err(ApplyError::Socket)?,
+            features: std::cell::OnceCell::new(),
         })
     }
 
-    /// Delete `elements` from `set` of `table` where they still exist, in one transaction
-    /// (for runtime state, e.g. session-affinity entries that may expire meanwhile).
-    pub fn destroy_elements(
+    /// What this kernel's nf_tables can do, probed once per connection
+    /// ([`crate::features::probe`]); [`ApplyError::Unsupported`] names a missing feature the
+    /// rules cannot do without.
+    pub fn features(&self) -> Result<KernelFeatures, ApplyError> {
+        if let Some(f) = self.features.get() {
+            return Ok(*f);
+        }
+        let f = crate::features::probe(&self.socket)?;
+        Ok(*self.features.get_or_init(|| f))
+    }
+
+    /// Take `features` as this kernel's instead of probing it — for tests that act as an
+    /// older kernel. Does nothing once the kernel was probed.
+    pub fn assume_features(&self, features: KernelFeatures) {
+        let _ = self.features.set(features);
+    }
+
+    /// Delete `elements` from `set` of `table` in one transaction (for runtime state, e.g.
+    /// session-affinity entries that may expire meanwhile). With `NFT_MSG_DESTROYSETELEM`
+    /// (Linux 6.3) an element already gone is no error; without it the kernel refuses the
+    /// whole batch with ENOENT ([`ApplyError::Rejected`]): read the set again and retry.
+    pub fn remove_elements(
         &self,
         table: &nfcompile::model::Table,
         set: &nfcompile::model::Set,
         elements: &[nfcompile::model::Element],
     ) -> Result<Summary, ApplyError> {
         let start = Instant::now();
-        let encoded = crate::encode::encode_destroy_elements(table, set, elements);
+        let how = if self.features()?.destroy_elements {
+            Removal::Destroy
+        } else {
+            Removal::Delete
+        };
+        let encoded = crate::encode::encode_remove_elements(table, set, elements, how);
         // Counts of tables, chains and rules: none.
         send(
             Some(&self.socket),

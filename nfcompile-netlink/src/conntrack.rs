@@ -92,20 +92,31 @@ fn family_number(f: Family) -> u8 {
 /// `udp_flows` of [`nfcompile::incremental::Incremental::stale`]); how many. Call it
 /// after the commit that removed the endpoints, so no new flow can be DNATed to them.
 pub fn delete_udp_flows(stale: &[StaleEndpoint]) -> io::Result<usize> {
-    if stale.is_empty() {
+    let families: Vec<Family> = [Family::Ipv4, Family::Ipv6]
+        .into_iter()
+        .filter(|f| stale.iter().any(|s| s.family == *f))
+        .collect();
+    delete_flows_where(&families, |family, flow| {
+        stale.iter().any(|s| s.family == family && matches(s, flow))
+    })
+}
+
+/// Delete the conntrack entries of `families` for which `stale` says so: one dump per family,
+/// then one delete per entry; how many were deleted.
+pub fn delete_flows_where(
+    families: &[Family],
+    stale: impl Fn(Family, &Flow) -> bool,
+) -> io::Result<usize> {
+    if families.is_empty() {
         return Ok(0);
     }
     let socket = mnl::Socket::new(mnl::Bus::Netfilter)?;
     let mut seq = 0u32;
     let mut deleted = 0;
-    for family in [Family::Ipv4, Family::Ipv6] {
-        let mine: Vec<&StaleEndpoint> = stale.iter().filter(|s| s.family == family).collect();
-        if mine.is_empty() {
-            continue;
-        }
+    for &family in families {
         seq += 1;
         let flows = dump(&socket, family, seq)?;
-        for flow in flows.iter().filter(|f| mine.iter().any(|s| matches(s, f))) {
+        for flow in flows.iter().filter(|f| stale(family, f)) {
             seq += 1;
             let msg = delete_message(family, flow, seq);
             socket.send(&msg)?;
@@ -119,6 +130,18 @@ pub fn delete_udp_flows(stale: &[StaleEndpoint]) -> io::Result<usize> {
         }
     }
     Ok(deleted)
+}
+
+/// Whether `flow` is UDP and `holdings` says it was DNATed to an endpoint its frontend no
+/// longer holds (a sweep; see [`nfcompile::incremental::Holdings::stale_udp`]).
+pub fn stale_udp(holdings: &nfcompile::incremental::Holdings, flow: &Flow) -> bool {
+    flow.orig.proto == IPPROTO_UDP
+        && holdings.stale_udp(
+            flow.orig.dst,
+            flow.orig.dport,
+            flow.reply.src,
+            flow.reply.sport,
+        )
 }
 
 fn not_permitted() -> io::Error {

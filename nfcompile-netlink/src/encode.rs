@@ -276,12 +276,61 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
 /// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): delete, and no error for an element already gone.
 const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
-/// Build the batch that deletes `elements` from `set` of `table` where they still exist —
-/// for runtime state such as session-affinity entries, which may expire at any moment.
-pub fn encode_destroy_elements(table: &Table, set: &Set, elements: &[Element]) -> Encoded {
+/// How [`encode_remove_elements`] deletes elements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// `NFT_MSG_DESTROYSETELEM` (Linux 6.3+): an element already gone is no error.
+    Destroy,
+    /// `NFT_MSG_DELSETELEM`: an element already gone fails the batch with ENOENT.
+    Delete,
+}
+
+/// Build the batch that deletes `elements` from `set` of `table` — for runtime state such as
+/// session-affinity entries, which may expire at any moment (see [`Removal`]).
+pub fn encode_remove_elements(
+    table: &Table,
+    set: &Set,
+    elements: &[Element],
+    how: Removal,
+) -> Encoded {
     let mut enc = Encoder::new();
     let part = Set {
         elements: elements.to_vec(),
+        ..set.clone()
+    };
+    let specs = sets::deletion_elements(&part);
+    let kind = match how {
+        Removal::Destroy => NFT_MSG_DESTROYSETELEM,
+        Removal::Delete => NFT_MSG_DELSETELEM,
+    };
+    enc.element_message(table, &part, &set.name, None, specs, kind, 0);
+    enc.finish()
+}
+
+/// The kernel-feature probe (see [`crate::features`]): `table` with its sets created, a
+/// destroy of an element `set` does not hold, then the deletion of `absent` (a table that does
+/// not exist), which makes the kernel abort the whole batch: nothing stays. Returns the batch
+/// and the sequence numbers of the set declarations, the destroy and the deletion.
+pub(crate) fn encode_probe(
+    table: &Table,
+    set: &Set,
+    element: &Element,
+    absent: &Table,
+) -> (Encoded, Vec<u32>, u32, u32) {
+    let mut enc = Encoder::new();
+    let last = |enc: &Encoder| enc.acked.last().copied().unwrap_or(0);
+    let mut set_seqs = Vec::new();
+    let t = Table {
+        sets: Vec::new(),
+        ..table.clone()
+    };
+    enc.table(&t);
+    for s in &table.sets {
+        enc.set(table, s, &s.name, false);
+        set_seqs.push(last(&enc));
+    }
+    let part = Set {
+        elements: vec![element.clone()],
         ..set.clone()
     };
     let specs = sets::deletion_elements(&part);
@@ -294,7 +343,10 @@ pub fn encode_destroy_elements(table: &Table, set: &Set, elements: &[Element]) -
         NFT_MSG_DESTROYSETELEM,
         0,
     );
-    enc.finish()
+    let destroy = last(&enc);
+    enc.delete_table(absent);
+    let abort = last(&enc);
+    (enc.finish(), set_seqs, destroy, abort)
 }
 
 /// Attach `comment` as nft's userdata comment: TLV type 0 for tables, chains and rules alike,

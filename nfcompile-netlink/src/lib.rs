@@ -13,6 +13,7 @@ pub mod bytecode;
 pub mod conntrack;
 pub mod decode;
 pub mod encode;
+pub mod features;
 mod object;
 pub mod readback;
 pub mod sets;
@@ -20,8 +21,9 @@ pub mod socket;
 pub mod sync;
 
 pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
+pub use features::KernelFeatures;
 pub use readback::{
     generation_now, normalize, read_counters, read_set_elements, readback,
     readback_with_generation, CounterValue, ReadbackError, SetReader,
 };
-pub use sync::{clear_affinity, clear_stale, SyncError, SyncReport, Syncer};
+pub use sync::{clean_up, clear_affinity, Cleanup, SyncError, SyncReport, Syncer};

@@ -37,7 +37,7 @@
 use std::time::{Duration, Instant};
 
 use nfcompile::diff::{diff, Transaction};
-use nfcompile::incremental::{stale_in, Change, Incremental, Stale, StaleEndpoint};
+use nfcompile::incremental::{stale_in, Change, Holdings, Incremental, Stale, StaleEndpoint};
 use nfcompile::ir::Cluster;
 use nfcompile::model::{Element, Ruleset};
 
@@ -54,12 +54,10 @@ pub enum SyncError {
     Compile(#[from] nfcompile::CompileError),
     #[error("update() needs a cluster: call sync_cluster() first")]
     NoCluster,
-    #[error("deleting UDP conntrack entries of removed endpoints: {0}")]
-    Conntrack(std::io::Error),
 }
 
 /// What one sync or drift check did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncReport {
     /// Operations of the transaction (0: nothing to do).
     pub operations: usize,
@@ -77,6 +75,10 @@ pub struct SyncReport {
     /// UDP conntrack entries deleted because their endpoint left the frontend (a UDP client
     /// that keeps sending would otherwise stay with it).
     pub udp_flows_cleared: usize,
+    /// Clean-ups after the commit that failed, each saying what and why. The commit itself
+    /// stands (the rules are in the kernel); the next sync looks for what is left in the
+    /// kernel's state and deletes it.
+    pub cleanup_failures: Vec<String>,
     pub elapsed: Duration,
 }
 
@@ -96,6 +98,8 @@ pub struct Syncer {
     /// Whether the kernel is known to still hold it (false after a failure or seen drift:
     /// the next sync reads the kernel first).
     trusted: bool,
+    /// A clean-up failed: the next sync sweeps the kernel's affinity and conntrack state.
+    sweep_pending: bool,
 }
 
 impl Syncer {
@@ -148,8 +152,16 @@ impl Syncer {
                 self.trusted = true;
                 report.incremental = true;
                 let stale = inc.stale(&tx);
-                (report.affinity_cleared, report.udp_flows_cleared) =
-                    clear_stale(connection, &mut self.reader, inc.shells(), &stale)?;
+                let sweep = self.sweep_pending.then(|| inc.expected());
+                let cleanup = clean_up(
+                    connection,
+                    &mut self.reader,
+                    inc.shells(),
+                    &stale,
+                    sweep.as_ref(),
+                );
+                self.sweep_pending = !cleanup.failures.is_empty();
+                cleanup.into_report(&mut report);
                 report.elapsed = start.elapsed();
                 Ok(report)
             }
@@ -184,9 +196,11 @@ impl Syncer {
             start,
         )?;
         self.trusted = true;
+        // A whole sync also sweeps: what an earlier clean-up left is found in the kernel.
         let stale = stale_in(&tx, desired);
-        (report.affinity_cleared, report.udp_flows_cleared) =
-            clear_stale(connection, &mut self.reader, desired, &stale)?;
+        let cleanup = clean_up(connection, &mut self.reader, desired, &stale, Some(desired));
+        self.sweep_pending = !cleanup.failures.is_empty();
+        cleanup.into_report(&mut report);
         report.elapsed = start.elapsed();
         Ok(report)
     }
@@ -227,11 +241,81 @@ fn reader(reader: &mut Option<SetReader>) -> Result<&mut SetReader, ReadbackErro
     Ok(reader.as_mut().expect("just opened"))
 }
 
+/// The kept connection, opened (and the kernel's features probed) on first use: an
+/// unsupported kernel is named before anything is committed.
 fn connect(connection: &mut Option<Connection>) -> Result<&Connection, ApplyError> {
     if connection.is_none() {
-        *connection = Some(Connection::open()?);
+        let c = Connection::open()?;
+        c.features()?;
+        *connection = Some(c);
     }
     Ok(connection.as_ref().expect("just opened"))
+}
+
+/// What the clean-up after a commit did (see [`clean_up`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Session-affinity entries deleted.
+    pub affinity_cleared: usize,
+    /// UDP conntrack entries deleted.
+    pub udp_flows_cleared: usize,
+    /// The parts that failed, each saying what and why; the others still ran.
+    pub failures: Vec<String>,
+}
+
+impl Cleanup {
+    fn into_report(self, report: &mut SyncReport) {
+        report.affinity_cleared = self.affinity_cleared;
+        report.udp_flows_cleared = self.udp_flows_cleared;
+        report.cleanup_failures = self.failures;
+    }
+}
+
+/// How often a deletion of affinity entries is tried again when, without
+/// `NFT_MSG_DESTROYSETELEM`, an entry expired between reading the map and deleting it.
+const REMOVAL_ATTEMPTS: usize = 5;
+
+/// Delete the session-affinity entries of `table` that `stale` describes, or — with `sweep`
+/// (the desired state's holdings) — that point anywhere its frontends do not; how many.
+fn clear_affinity_of(
+    connection: &Connection,
+    reader: &mut SetReader,
+    table: &nfcompile::model::Table,
+    stale: &[&StaleEndpoint],
+    sweep: Option<&Holdings>,
+) -> Result<usize, SyncError> {
+    let Some(set) = table.set(nfcompile::lower::names::AFFINITY) else {
+        return Ok(0);
+    };
+    if stale.is_empty() && sweep.is_none() {
+        return Ok(0);
+    }
+    for _ in 0..REMOVAL_ATTEMPTS {
+        let entries: Vec<Element> = reader
+            .elements(table.family, set)?
+            .into_iter()
+            .filter(|e| {
+                stale.iter().any(|s| s.matches(e)) || sweep.is_some_and(|h| h.stale_affinity(e))
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        match connection.remove_elements(table, set, &entries) {
+            Ok(_) => return Ok(entries.len()),
+            // Without NFT_MSG_DESTROYSETELEM: one expired meanwhile; read the map again.
+            Err(ApplyError::Rejected {
+                errno: libc::ENOENT,
+                ..
+            }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(SyncError::Apply(ApplyError::Rejected {
+        what: format!("deletion of elements of set {}", set.name),
+        errno: libc::ENOENT,
+        message: format!("entries kept expiring while being deleted ({REMOVAL_ATTEMPTS} tries)"),
+    }))
 }
 
 /// Delete the session-affinity entries `stale` describes (see
@@ -246,41 +330,81 @@ pub fn clear_affinity(
     let mut cleared = 0;
     for table in &tables.tables {
         let mine: Vec<&StaleEndpoint> = stale.iter().filter(|s| s.family == table.family).collect();
-        let Some(set) = table.set(nfcompile::lower::names::AFFINITY) else {
-            continue;
-        };
-        if mine.is_empty() {
-            continue;
-        }
-        let entries: Vec<Element> = reader
-            .elements(table.family, set)?
-            .into_iter()
-            .filter(|e| mine.iter().any(|s| s.matches(e)))
-            .collect();
-        if !entries.is_empty() {
-            connection.destroy_elements(table, set, &entries)?;
-            cleared += entries.len();
-        }
+        cleared += clear_affinity_of(connection, reader, table, &mine, None)?;
     }
     Ok(cleared)
 }
 
-/// After the commit that removed endpoints: delete the affinity entries (reading the affinity
-/// map only if some are stale; `set_reader` is opened then and kept) and the UDP conntrack
-/// entries that point at them. Returns (affinity entries, UDP flows) deleted.
-pub fn clear_stale(
+/// After a commit: delete the affinity entries and the UDP conntrack entries that point at
+/// endpoints their frontend no longer has — those `stale` (from the transaction) describes,
+/// and with `sweep` (the desired ruleset) every such entry the kernel holds, so what a failed
+/// clean-up left is found again. `tables` holds the set declarations. Each part runs even if
+/// the other failed; failures are reported, not returned: the commit stands.
+pub fn clean_up(
     connection: &Connection,
     set_reader: &mut Option<SetReader>,
     tables: &Ruleset,
     stale: &Stale,
-) -> Result<(usize, usize), SyncError> {
-    let mut affinity = 0;
-    if !stale.affinity_entries.is_empty() {
-        let reader = reader(set_reader)?;
-        affinity = clear_affinity(connection, reader, tables, &stale.affinity_entries)?;
+    sweep: Option<&Ruleset>,
+) -> Cleanup {
+    let mut out = Cleanup::default();
+    let holdings: Vec<(nfcompile::model::Family, Holdings)> = sweep
+        .map(|r| {
+            r.tables
+                .iter()
+                .map(|t| (t.family, Holdings::of(t)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let held = |f: nfcompile::model::Family| holdings.iter().find(|(x, _)| *x == f).map(|(_, h)| h);
+    let affinity = (|| -> Result<usize, SyncError> {
+        let mut cleared = 0;
+        for table in &tables.tables {
+            let mine: Vec<&StaleEndpoint> = stale
+                .affinity_entries
+                .iter()
+                .filter(|s| s.family == table.family)
+                .collect();
+            let sweep = held(table.family);
+            if mine.is_empty() && sweep.is_none()
+                || table.set(nfcompile::lower::names::AFFINITY).is_none()
+            {
+                continue;
+            }
+            let reader = reader(set_reader)?;
+            cleared += clear_affinity_of(connection, reader, table, &mine, sweep)?;
+        }
+        Ok(cleared)
+    })();
+    match affinity {
+        Ok(n) => out.affinity_cleared = n,
+        Err(e) => out.failures.push(format!(
+            "deleting session-affinity entries of removed endpoints: {e}"
+        )),
     }
-    let udp = crate::conntrack::delete_udp_flows(&stale.udp_flows).map_err(SyncError::Conntrack)?;
-    Ok((affinity, udp))
+    let families: Vec<nfcompile::model::Family> = [
+        nfcompile::model::Family::Ipv4,
+        nfcompile::model::Family::Ipv6,
+    ]
+    .into_iter()
+    .filter(|f| {
+        stale.udp_flows.iter().any(|s| s.family == *f) || held(*f).is_some_and(|h| h.has_udp())
+    })
+    .collect();
+    let udp = crate::conntrack::delete_flows_where(&families, |family, flow| {
+        stale
+            .udp_flows
+            .iter()
+            .any(|s| s.family == family && crate::conntrack::matches(s, flow))
+            || held(family).is_some_and(|h| crate::conntrack::stale_udp(h, flow))
+    });
+    match udp {
+        Ok(n) => out.udp_flows_cleared = n,
+        Err(e) => out.failures.push(format!(
+            "deleting UDP conntrack entries of removed endpoints: {e}"
+        )),
+    }
+    out
 }
 
 fn commit(
@@ -300,6 +424,7 @@ fn commit(
         incremental: false,
         affinity_cleared: 0,
         udp_flows_cleared: 0,
+        cleanup_failures: Vec::new(),
         elapsed: start.elapsed(),
     })
 }

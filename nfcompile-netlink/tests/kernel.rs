@@ -609,6 +609,107 @@ fn the_syncer_deletes_affinity_entries_of_removed_endpoints() {
     assert!(!left.contains("10.244.1.1"), "{left}");
 }
 
+/// Without NFT_MSG_DESTROYSETELEM (Linux 6.1) affinity entries are deleted with
+/// NFT_MSG_DELSETELEM, which fails the whole batch when an entry is already gone (ENOENT: the
+/// clean-up then reads the map again); and a clean-up that never ran is found again from the
+/// kernel's state by the next sweep, without a transaction to say what left.
+#[test]
+fn affinity_left_behind_is_swept_later_also_without_destroysetelem() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "affinity_left_behind_is_swept_later_also_without_destroysetelem",
+            &reason,
+        );
+    }
+    use nfcompile::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use nfcompile::ir::Protocol;
+    use nfcompile_netlink::{Connection, KernelFeatures};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let cluster = move |eps: &[&str]| {
+        let mut b = ServiceBuilder::new("d", "sticky", ip("10.96.0.1"))
+            .port("p", Protocol::Tcp, 80)
+            .session_affinity(600);
+        for e in eps {
+            b = b.endpoint(ip(e), Some("n2"), &[("p", 8080)]);
+        }
+        ClusterBuilder::new("n1", [ip("192.168.0.1")])
+            .service(b.build())
+            .build()
+    };
+    let before = nfcompile::compile(&cluster(&["10.244.1.1", "10.244.1.2"])).unwrap();
+    let after = nfcompile::compile(&cluster(&["10.244.1.2"])).unwrap();
+    let (probed, missing, swept, left) = in_fresh_netns(move || {
+        let connection = Connection::open().unwrap();
+        let probed = connection.features().unwrap();
+        let old_kernel = Connection::open().unwrap();
+        old_kernel.assume_features(KernelFeatures {
+            destroy_elements: false,
+        });
+        apply(&before).unwrap();
+        nft(&["add element ip nfcompile affinity { \
+             192.168.7.1 . 10.96.0.1 . tcp . 80 : 10.244.1.1 . 8080, \
+             192.168.7.2 . 10.96.0.1 . tcp . 80 : 10.244.1.1 . 8080, \
+             192.168.7.3 . 10.96.0.1 . tcp . 80 : 10.244.1.2 . 8080 }"]);
+        // The endpoint leaves, and the clean-up that should follow never runs.
+        let (live, generation) = nfcompile_netlink::readback_with_generation().unwrap();
+        let tx = nfcompile::diff::diff(&live, &after);
+        old_kernel
+            .apply_transaction(&tx, &after, Some(generation))
+            .unwrap();
+        // DELSETELEM of an entry that is not there fails, and names ENOENT.
+        let table = &after.tables[0];
+        let set = table.set("affinity").unwrap();
+        let absent = nfcompile::model::Element {
+            key: vec![
+                nfcompile::model::Value::Addr(ip("192.168.7.9")),
+                nfcompile::model::Value::Addr(ip("10.96.0.1")),
+                nfcompile::model::Value::Proto(Protocol::Tcp),
+                nfcompile::model::Value::Port(80),
+            ],
+            data: None,
+            comment: None,
+        };
+        let missing = old_kernel.remove_elements(table, set, &[absent]);
+        // A later sweep (no transaction: nothing changed) finds the two entries and deletes
+        // them with DELSETELEM.
+        let cleanup = nfcompile_netlink::clean_up(
+            &old_kernel,
+            &mut None,
+            &after,
+            &nfcompile::incremental::Stale::default(),
+            Some(&after),
+        );
+        let left = nft(&["list", "map", "ip", "nfcompile", "affinity"]);
+        (probed, missing.map(|_| ()), cleanup, left)
+    });
+    // NFT_MSG_DESTROYSETELEM came with Linux 6.3.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut version = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (version.next().unwrap(), version.next().unwrap());
+    assert_eq!(
+        probed.destroy_elements,
+        (major, minor) >= (6, 3),
+        "the probe on {release}: {probed:?}"
+    );
+    assert!(
+        matches!(
+            missing,
+            Err(ApplyError::Rejected {
+                errno: libc::ENOENT,
+                ..
+            })
+        ),
+        "{missing:?}"
+    );
+    assert_eq!(swept.affinity_cleared, 2, "{swept:?}");
+    assert!(swept.failures.is_empty(), "{swept:?}");
+    assert!(left.contains("192.168.7.3"), "{left}");
+    assert!(!left.contains("10.244.1.1"), "{left}");
+}
+
 #[test]
 fn a_refused_counter_is_named_though_counters_are_not_acknowledged() {
     if let Some(reason) = kernel_unavailable() {

@@ -29,7 +29,7 @@ use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
-pub use stale::{stale_in, Stale, StaleEndpoint};
+pub use stale::{stale_in, Holdings, Stale, StaleEndpoint};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]

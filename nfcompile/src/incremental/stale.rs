@@ -8,6 +8,8 @@
 //! - UDP conntrack entries keep a "connection" DNATed to the endpoint for as long as the client
 //!   keeps sending (kube-proxy deletes them too: UDP has no end of connection).
 
+use std::net::IpAddr;
+
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::diff::{Op, Transaction};
@@ -180,4 +182,109 @@ pub fn stale_in(tx: &Transaction, desired: &Ruleset) -> Stale {
         },
         |f, key| affinity.contains(&(f, key)),
     )
+}
+
+/// The frontends of one desired table and the endpoints each holds, to judge packet-made state
+/// read back from the kernel (a sweep) rather than derived from one transaction: what a
+/// clean-up that failed left behind is found again by the next whole sync.
+#[derive(Debug, Clone, Default)]
+pub struct Holdings {
+    /// Dispatch keys: `address . protocol . port` and `protocol . port` (node ports).
+    frontends: FxHashSet<Vec<Value>>,
+    /// Frontends with session affinity.
+    affinity: FxHashSet<Vec<Value>>,
+    /// Every endpoint (`address . port`) each frontend holds, in any slot of either list.
+    endpoints: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>>,
+    /// The node-port addresses, when they are a set (else any local address).
+    nodeport_addresses: Option<FxHashSet<Value>>,
+    has_udp: bool,
+}
+
+impl Holdings {
+    pub fn of(table: &crate::model::Table) -> Holdings {
+        let mut h = Holdings::default();
+        for s in &table.sets {
+            let keys = || s.elements.iter().map(|e| e.key.clone());
+            match s.name.as_str() {
+                names::SERVICE_IPS | names::SERVICE_NODEPORTS => h.frontends.extend(keys()),
+                names::AFFINITY_SERVICES | names::AFFINITY_NODEPORTS => h.affinity.extend(keys()),
+                names::NODEPORT_IPS => {
+                    h.nodeport_addresses =
+                        Some(s.elements.iter().flat_map(|e| e.key.clone()).collect())
+                }
+                name if is_endpoint_map(name) => {
+                    for e in &s.elements {
+                        if let (Some((_, frontend)), Some(ElementData::Values(to))) =
+                            (e.key.split_last(), &e.data)
+                        {
+                            h.endpoints
+                                .entry(frontend.to_vec())
+                                .or_default()
+                                .insert(to.clone());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        h.has_udp = h
+            .frontends
+            .iter()
+            .any(|f| f.contains(&Value::Proto(Protocol::Udp)));
+        h
+    }
+
+    /// Whether the table has UDP frontends (whose flows a sweep must look at).
+    pub fn has_udp(&self) -> bool {
+        self.has_udp
+    }
+
+    /// The frontend a connection to `address . protocol . port` was dispatched by: the
+    /// address's own, else a node port on a node-port address.
+    fn frontend(&self, addr: Value, proto: Value, port: Value) -> Option<Vec<Value>> {
+        let own = vec![addr, proto, port];
+        if self.frontends.contains(&own) {
+            return Some(own);
+        }
+        let node_port = vec![proto, port];
+        let on_node = self
+            .nodeport_addresses
+            .as_ref()
+            .is_none_or(|a| a.contains(&addr));
+        (on_node && self.frontends.contains(&node_port)).then_some(node_port)
+    }
+
+    fn holds(&self, frontend: &[Value], endpoint: &[Value]) -> bool {
+        self.endpoints
+            .get(frontend)
+            .is_some_and(|eps| eps.contains(endpoint))
+    }
+
+    /// Whether an affinity-map entry (`client . address . protocol . port : endpoint`) pins its
+    /// client to an endpoint its frontend no longer holds, or to a frontend that is gone or has
+    /// no affinity any more. Everything in the affinity map is ours, so such an entry can go.
+    pub fn stale_affinity(&self, entry: &Element) -> bool {
+        let (Some(ElementData::Values(to)), [_, addr, proto, port]) =
+            (&entry.data, entry.key.as_slice())
+        else {
+            return false;
+        };
+        match self.frontend(*addr, *proto, *port) {
+            Some(f) => !self.affinity.contains(&f) || !self.holds(&f, to),
+            None => true,
+        }
+    }
+
+    /// Whether a UDP flow to `dst:dport`, answered from `reply_src:reply_sport`, was DNATed by
+    /// one of this table's frontends to an endpoint the frontend no longer holds. A flow that
+    /// was not DNATed (answered by its own destination), or whose destination is no frontend
+    /// here, is left alone: it may not be ours.
+    pub fn stale_udp(&self, dst: IpAddr, dport: u16, reply_src: IpAddr, reply_sport: u16) -> bool {
+        if (reply_src, reply_sport) == (dst, dport) {
+            return false;
+        }
+        let proto = Value::Proto(Protocol::Udp);
+        self.frontend(Value::Addr(dst), proto, Value::Port(dport))
+            .is_some_and(|f| !self.holds(&f, &[Value::Addr(reply_src), Value::Port(reply_sport)]))
+    }
 }

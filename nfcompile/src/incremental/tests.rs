@@ -489,3 +489,57 @@ fn capacity_an_update_past_a_sets_size_is_refused() {
     inc.update(&[Change::Upsert(moved)])
         .expect("a replaced endpoint fits");
 }
+
+#[test]
+fn holdings_judge_state_read_back_from_the_kernel() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::Protocol;
+    use crate::model::{Element, ElementData, Value};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let sticky = ServiceBuilder::new("d", "sticky", ip("10.96.0.1"))
+        .node_port("p", Protocol::Udp, 53, 30053)
+        .session_affinity(600)
+        .endpoint(ip("10.244.1.1"), Some("n1"), &[("p", 5353)])
+        .build();
+    let plain = ServiceBuilder::new("d", "plain", ip("10.96.0.2"))
+        .port("p", Protocol::Udp, 53)
+        .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)])
+        .build();
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
+        .service(sticky)
+        .service(plain)
+        .build();
+    let table = &crate::compile(&cluster).unwrap().tables[0];
+    let h = Holdings::of(table);
+    assert!(h.has_udp());
+    let entry = |client: &str, addr: &str, port: u16, ep: &str| Element {
+        key: vec![
+            Value::Addr(ip(client)),
+            Value::Addr(ip(addr)),
+            Value::Proto(Protocol::Udp),
+            Value::Port(port),
+        ],
+        data: Some(ElementData::Values(vec![
+            Value::Addr(ip(ep)),
+            Value::Port(5353),
+        ])),
+        comment: None,
+    };
+    // Affinity: the endpoint the frontend holds stays; a removed one, a frontend without
+    // affinity and one that is gone do not.
+    assert!(!h.stale_affinity(&entry("203.0.113.1", "10.96.0.1", 53, "10.244.1.1")));
+    assert!(h.stale_affinity(&entry("203.0.113.1", "10.96.0.1", 53, "10.244.1.9")));
+    assert!(h.stale_affinity(&entry("203.0.113.1", "10.96.0.2", 53, "10.244.1.2")));
+    assert!(h.stale_affinity(&entry("203.0.113.1", "10.96.0.77", 53, "10.244.1.1")));
+    // Through the node port, on the node's address.
+    assert!(!h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.1")));
+    assert!(h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.9")));
+    // UDP flows: DNATed to a held endpoint, not DNATed, or to an address that is no frontend
+    // are left alone; DNATed to an endpoint the frontend does not hold is stale.
+    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.2"), 5353));
+    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.9"), 5353));
+    assert!(h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.2"), 5353));
+    assert!(!h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.1"), 5353));
+    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.96.0.2"), 53));
+    assert!(!h.stale_udp(ip("10.1.2.3"), 53, ip("10.244.1.9"), 5353));
+}
