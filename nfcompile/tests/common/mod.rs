@@ -94,11 +94,24 @@ pub fn packets_unavailable() -> Option<String> {
     reason
 }
 
-/// A process (an echo server, a client) that is killed when dropped.
+/// A process (an echo server, a client) that is stopped when dropped.
 pub struct Process(pub Child);
 
 impl Drop for Process {
+    /// SIGTERM first: servers run under `timeout`, which passes SIGTERM on to its child but
+    /// dies of SIGKILL alone, orphaning it. SIGKILL only if it is still there after 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.0.id().to_string())
+            .stderr(std::process::Stdio::null())
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
