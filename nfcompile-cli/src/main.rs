@@ -291,7 +291,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 eprintln!("error: after the commit: {f}");
             }
             eprintln!(
-                "note: the rules were committed; only this clean-up failed. Run apply again to retry it."
+                "note: {}only this clean-up failed. Run apply again to retry it.",
+                if tx.is_empty() && !replace {
+                    "nothing needed committing; "
+                } else {
+                    "the rules were committed; "
+                }
             );
             Ok(ExitCode::from(CLEANUP_FAILED))
         }

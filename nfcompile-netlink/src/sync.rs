@@ -337,8 +337,8 @@ pub fn clear_affinity(
 
 /// After a commit: delete the affinity entries and the UDP conntrack entries that point at
 /// endpoints their frontend no longer has — those `stale` (from the transaction) describes,
-/// and with `sweep` (the desired ruleset) every such entry the kernel holds, so what a failed
-/// clean-up left is found again. `tables` holds the set declarations. Each part runs even if
+/// and with `sweep` (the desired ruleset) every such affinity entry the kernel holds, so what
+/// a failed clean-up left is found again (UDP flows only from `stale`, see below). `tables` holds the set declarations. Each part runs even if
 /// the other failed; failures are reported, not returned: the commit stands.
 pub fn clean_up(
     connection: &Connection,
@@ -387,16 +387,17 @@ pub fn clean_up(
         nfcompile::model::Family::Ipv6,
     ]
     .into_iter()
-    .filter(|f| {
-        stale.udp_flows.iter().any(|s| s.family == *f) || held(*f).is_some_and(|h| h.has_udp())
-    })
+    .filter(|f| stale.udp_flows.iter().any(|s| s.family == *f))
     .collect();
+    // UDP flows are not swept: the endpoint maps hold only the endpoints chosen (ready over
+    // terminating, topology, Local lists), and kube-proxy keeps flows to every serving
+    // endpoint; judging flows from them would cut live ones (Holdings::stale_udp needs the
+    // cluster's serving endpoints first).
     let udp = crate::conntrack::delete_flows_where(&families, |family, flow| {
         stale
             .udp_flows
             .iter()
             .any(|s| s.family == family && crate::conntrack::matches(s, flow))
-            || held(family).is_some_and(|h| crate::conntrack::stale_udp(h, flow))
     });
     match udp {
         Ok(n) => out.udp_flows_cleared = n,
