@@ -107,7 +107,7 @@ declare -A VM_SUITES=(
 TIMEOUT_HOST=900
 TIMEOUT_VM=2400
 
-log() { printf '\033[1mkernel-matrix:\033[0m %s\n' "$*" >&2; }
+log() { printf 'kernel-matrix: %s\n' "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 # ---------------------------------------------------------------- host tools ----------------
@@ -229,8 +229,10 @@ EOF
   for s in "${SUITES[@]}"; do
     [ -f "$s" ] || continue
     [ -n "${BIN[$s]:-}" ] || die "cargo built no test binary for $s"
-    cp "${BIN[$s]}" "$OUT/bin/$(label "$s").test"
-    BIN[$s]=$OUT/bin/$(label "$s").test
+    local copy
+    copy=$OUT/bin/$(label "$s" | tr / _).test
+    cp "${BIN[$s]}" "$copy"
+    BIN[$s]=$copy
   done
 }
 
