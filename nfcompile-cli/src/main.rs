@@ -142,7 +142,7 @@ struct InputArgs {
     /// The node to compile for (default: hostnameOverride of the KubeProxyConfiguration).
     #[arg(long)]
     node: Option<String>,
-    /// Do not print warnings about skipped objects.
+    /// Do not print warnings (skipped objects; rules the nft text leaves out).
     #[arg(short, long)]
     quiet: bool,
     /// Count packets, bytes and new connections per service port (read them with
@@ -197,8 +197,10 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             let ruleset = compile(&input, &mut watch)?;
             let text = match format {
                 Format::Nft => {
-                    for line in nfcompile::emit::text::left_out(&ruleset) {
-                        eprintln!("warning: {line}");
+                    if !input.quiet {
+                        for line in nfcompile::emit::text::left_out(&ruleset) {
+                            eprintln!("warning: {line}");
+                        }
                     }
                     nfcompile::emit::text::write_string(&ruleset)
                 }
@@ -216,7 +218,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Apply { input, replace } => {
-            let mut ruleset = compile(&input, &mut watch)?;
+            let (cluster, mut ruleset) = compile_cluster(&input, &mut watch)?;
             let connection = nfcompile_netlink::Connection::open().map_err(|e| e.to_string())?;
             // An unsupported kernel is named before anything is read or committed.
             connection.features().map_err(|e| e.to_string())?;
@@ -263,14 +265,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // Clients pinned by affinity, and UDP flows that keep sending, must not stay with
             // an endpoint that left: those this transaction removed, and any the kernel still
             // holds from an earlier apply whose clean-up failed (a sweep of its state).
-            let stale = nfcompile::incremental::stale_in(&tx, &ruleset);
-            let cleanup = nfcompile_netlink::clean_up(
-                &connection,
-                &mut None,
-                &ruleset,
-                &stale,
-                Some(&ruleset),
-            );
+            let mut stale = nfcompile::incremental::stale_in(&tx, &ruleset);
+            stale.keep_serving(&cluster.services);
+            let sweep = nfcompile_netlink::Sweep {
+                desired: &ruleset,
+                cluster: Some(&cluster),
+            };
+            let cleanup =
+                nfcompile_netlink::clean_up(&connection, &mut None, &ruleset, &stale, Some(sweep));
             watch.lap("affinity and conntrack cleanup");
             if cleanup.affinity_cleared > 0 {
                 println!(
@@ -577,9 +579,17 @@ fn load(input: &InputArgs) -> Result<nfcompile::ir::Cluster, String> {
 }
 
 fn compile(input: &InputArgs, watch: &mut Stopwatch) -> Result<nfcompile::model::Ruleset, String> {
+    Ok(compile_cluster(input, watch)?.1)
+}
+
+/// [`compile`], keeping the cluster it compiled.
+fn compile_cluster(
+    input: &InputArgs,
+    watch: &mut Stopwatch,
+) -> Result<(nfcompile::ir::Cluster, nfcompile::model::Ruleset), String> {
     let cluster = load(input)?;
     watch.lap("parse");
-    let ruleset = nfcompile::compile(&cluster).map_err(|e| e.to_string());
+    let ruleset = nfcompile::compile(&cluster).map_err(|e| e.to_string())?;
     watch.lap("compile");
-    ruleset
+    Ok((cluster, ruleset))
 }

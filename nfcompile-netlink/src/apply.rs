@@ -9,26 +9,50 @@ use crate::features::KernelFeatures;
 
 use crate::socket::NetlinkSocket;
 
+/// Why a transaction (or the feature probe before it) did not go through. Each batch is
+/// atomic: but for [`ApplyError::NoAnswer`], nothing of it was committed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// The netlink socket could not be opened or used.
     #[error("cannot talk to nf_tables: {0}")]
     Socket(#[source] std::io::Error),
+    /// The kernel answered EPERM: the process lacks CAP_NET_ADMIN in its network namespace.
     #[error("permission denied: programming nf_tables needs CAP_NET_ADMIN (run as root)")]
     NotPermitted,
+    /// The kernel refused one message of the batch, and so the whole batch.
     #[error("the kernel refused {what}: {message} (errno {errno}); nothing was changed")]
     Rejected {
+        /// The refused message's object: "rule 3 of chain services (ip nfcompile)", "elements
+        /// of set endpoints (ip nfcompile)"…
         what: String,
+        /// The kernel's errno.
         errno: i32,
+        /// The errno's description, or what the refusal means where it is known.
         message: String,
     },
+    /// The kernel's feature probe found that nf_tables lacks something the rules need (see
+    /// [`crate::features`]); found before anything is committed.
     #[error("this kernel's nf_tables lacks {feature}, which nfcompile's rules need (errno {errno}); nothing was changed. Supported: Linux 6.1 and newer")]
-    Unsupported { feature: &'static str, errno: i32 },
+    Unsupported {
+        /// The missing feature and the Linux release that added it.
+        feature: &'static str,
+        /// What the kernel answered the probe.
+        errno: i32,
+    },
+    /// The ruleset's generation moved since it was read: someone else committed meanwhile.
     #[error("the ruleset changed since it was read (nf_tables generation {read}); nothing was applied, plan again")]
-    Changed { read: u32 },
+    Changed {
+        /// The generation the transaction was planned on.
+        read: u32,
+    },
+    /// Some messages were not answered in time; whether the batch was committed is unknown.
     #[error("no answer from the kernel for {missing} of {expected} messages within {timeout:?}; the transaction may or may not have been committed")]
     NoAnswer {
+        /// Messages without an answer.
         missing: usize,
+        /// Messages that asked for one.
         expected: usize,
+        /// How long the answers were waited for.
         timeout: Duration,
     },
 }

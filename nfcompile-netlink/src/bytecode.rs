@@ -168,12 +168,7 @@ pub fn reg(word: u32) -> u32 {
 
 /// Bytes an expression's value occupies (before 4-byte padding in concatenations).
 pub fn expr_len(e: &Expr) -> u32 {
-    match e {
-        Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => addr_len(*f),
-        Expr::L4Proto => 1,
-        Expr::Dport | Expr::CtOriginalDport => 2,
-        Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } | Expr::JhashSaddr { .. } => 4,
-    }
+    e.byte_len()
 }
 
 pub fn addr_len(f: Family) -> u32 {
@@ -187,9 +182,18 @@ fn words(len: u32) -> u32 {
     len.div_ceil(4)
 }
 
-/// The 16-byte register nft hashes from: past every concatenation a rule builds (at most 7
-/// words), so loading the hash input there never overwrites a key being built.
+/// The 16-byte register nft hashes from (32-bit words 8–11): past every concatenation that
+/// holds a hash (an endpoint-map key, `daddr . l4proto . dport . slot`: at most 7 words), so
+/// loading the hash input there never overwrites the key being built before it.
+/// [`load_concat`] checks this in debug builds; longer concatenations (the 10-word IPv6
+/// affinity key) hold no hash.
 pub const HASH_INPUT_REG: u32 = k::NFT_REG_1 + 2;
+
+/// The first 32-bit word of [`HASH_INPUT_REG`].
+const HASH_INPUT_WORD: u32 = 8;
+
+/// 32-bit words of the register file (`NFT_REG32_00` … `NFT_REG32_15`).
+const REGISTER_WORDS: u32 = 16;
 
 /// Load one expression into `dreg`.
 fn load(out: &mut Vec<Insn>, e: &Expr, dreg: u32) {
@@ -280,6 +284,10 @@ fn saddr_offset(f: Family) -> u32 {
 fn load_concat(out: &mut Vec<Insn>, key: &[Expr], first: u32, interval: bool) -> u32 {
     let mut word = first;
     for e in key {
+        debug_assert!(
+            !matches!(e, Expr::JhashSaddr { .. }) || word < HASH_INPUT_WORD,
+            "a hash at word {word} would be overwritten by its own input (words {HASH_INPUT_WORD}..)"
+        );
         let r = reg(word);
         load(out, e, r);
         if interval && key.len() > 1 && *e == Expr::L4Proto {
@@ -293,6 +301,11 @@ fn load_concat(out: &mut Vec<Insn>, key: &[Expr], first: u32, interval: bool) ->
         }
         word += words(expr_len(e));
     }
+    debug_assert!(
+        word <= REGISTER_WORDS,
+        "a concatenation of {} words from word {first} runs past the registers",
+        word - first
+    );
     word - first
 }
 
@@ -570,7 +583,7 @@ fn encode_statement(out: &mut Vec<Insn>, s: &Statement, family: Family) {
             // fill 15 of the 16 32-bit registers only when packed.
             let data_words: u32 = data.iter().map(|e| words(expr_len(e))).sum();
             let aligned = key_words.div_ceil(4) * 4;
-            let data_first = if aligned + data_words <= 16 {
+            let data_first = if aligned + data_words <= REGISTER_WORDS {
                 aligned
             } else {
                 key_words

@@ -35,6 +35,7 @@ const NFT_MSG_NEWOBJ: u16 = 18;
 const NFT_MSG_DELOBJ: u16 = 20;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+const NLM_F_EXCL: u16 = 0x200;
 const NLM_F_APPEND: u16 = 0x800;
 const NF_ACCEPT: u32 = 1;
 
@@ -307,28 +308,32 @@ pub fn encode_remove_elements(
     enc.finish()
 }
 
-/// The kernel-feature probe (see [`crate::features`]): `table` with its sets created, a
-/// destroy of an element `set` does not hold, then the deletion of `absent` (a table that does
-/// not exist), which makes the kernel abort the whole batch: nothing stays. Returns the batch
-/// and the sequence numbers of the set declarations, the destroy and the deletion.
-pub(crate) fn encode_probe(
-    table: &Table,
-    set: &Set,
-    element: &Element,
-    absent: &Table,
-) -> (Encoded, Vec<u32>, u32, u32) {
+/// The sequence numbers of the feature probe's messages, by what each asks (see
+/// [`crate::features`]).
+pub(crate) struct ProbeSeqs {
+    /// The throw-away table (declared, deleted, declared again, as every table is).
+    pub table: Vec<u32>,
+    /// The interval concatenation set.
+    pub set: u32,
+    /// `NFT_MSG_DESTROYSETELEM` of an element the set does not hold.
+    pub destroy: u32,
+    /// An exclusive re-declaration of the table: always refused (EEXIST), so the kernel
+    /// aborts the batch whatever else it answered.
+    pub abort: u32,
+}
+
+/// The feature probe: one batch that the kernel must abort (see [`crate::features`]).
+pub(crate) fn encode_probe(table: &Table, set: &Set, element: &Element) -> (Encoded, ProbeSeqs) {
     let mut enc = Encoder::new();
     let last = |enc: &Encoder| enc.acked.last().copied().unwrap_or(0);
-    let mut set_seqs = Vec::new();
-    let t = Table {
+    let bare = Table {
         sets: Vec::new(),
         ..table.clone()
     };
-    enc.table(&t);
-    for s in &table.sets {
-        enc.set(table, s, &s.name, false);
-        set_seqs.push(last(&enc));
-    }
+    enc.table(&bare);
+    let table_seqs: Vec<u32> = enc.acked.iter().copied().collect();
+    enc.set(table, set, &set.name, false);
+    let set_seq = last(&enc);
     let part = Set {
         elements: vec![element.clone()],
         ..set.clone()
@@ -344,9 +349,26 @@ pub(crate) fn encode_probe(
         0,
     );
     let destroy = last(&enc);
-    enc.delete_table(absent);
+    let what = format!(
+        "exclusive declaration of table {} {} (the probe's abort)",
+        family_name(table.family),
+        table.name
+    );
+    enc.add_object(
+        NFT_MSG_NEWTABLE,
+        family_code(table.family),
+        NLM_F_CREATE | NLM_F_EXCL,
+        what,
+        table_object(&bare),
+    );
     let abort = last(&enc);
-    (enc.finish(), set_seqs, destroy, abort)
+    let seqs = ProbeSeqs {
+        table: table_seqs,
+        set: set_seq,
+        destroy,
+        abort,
+    };
+    (enc.finish(), seqs)
 }
 
 /// Attach `comment` as nft's userdata comment: TLV type 0 for tables, chains and rules alike,

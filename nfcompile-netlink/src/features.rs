@@ -7,15 +7,18 @@
 //! deletion uses `NFT_MSG_DELSETELEM` and reads the map again when an entry was already gone.
 //!
 //! The probe is one batch the kernel aborts: a throw-away table with an interval
-//! concatenation set, a destroy of an element it does not hold, and the deletion of a table
-//! that does not exist. Each message is answered on its own, and nothing stays.
+//! concatenation set, a destroy of an element it does not hold, and an exclusive declaration
+//! of the same table, which the kernel always refuses (EEXIST: the batch just declared it).
+//! The kernel answers each message of a batch on its own before aborting it, so one batch
+//! tells every feature, and nothing stays (the ruleset's generation does not move).
 
 use std::time::Duration;
 
 use nfcompile::model::{Element, Family, FieldType, Set, SetFlags, Table, Value};
 
 use crate::apply::ApplyError;
-use crate::socket::NetlinkSocket;
+use crate::encode::ProbeSeqs;
+use crate::socket::{Answers, NetlinkSocket};
 
 /// What [`probe`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +32,6 @@ pub const INTERVAL_CONCATENATIONS: &str =
     "interval concatenations (sets of address . port . address ranges, Linux 5.6)";
 
 const PROBE_TABLE: &str = "nfcompile-probe";
-const ABSENT_TABLE: &str = "nfcompile-probe-absent";
 
 fn probe_table() -> (Table, Set, Element) {
     let set = Set {
@@ -69,20 +71,10 @@ fn probe_table() -> (Table, Set, Element) {
 /// Ask the kernel (one aborted batch, see the module documentation).
 pub fn probe(socket: &NetlinkSocket) -> Result<KernelFeatures, ApplyError> {
     let (table, set, element) = probe_table();
-    let absent = Table {
-        name: ABSENT_TABLE.into(),
-        sets: Vec::new(),
-        ..table.clone()
-    };
-    let (encoded, set_seqs, destroy, abort) =
-        crate::encode::encode_probe(&table, &set, &element, &absent);
+    let (encoded, seqs) = crate::encode::encode_probe(&table, &set, &element);
+    let timeout = Duration::from_secs(10);
     let answers = socket
-        .transact(
-            &encoded.batch,
-            &encoded.acked,
-            Duration::from_secs(10),
-            None,
-        )
+        .transact(&encoded.batch, &encoded.acked, timeout, None)
         .map_err(|e| {
             if e.raw_os_error() == Some(libc::EPERM) {
                 ApplyError::NotPermitted
@@ -90,35 +82,158 @@ pub fn probe(socket: &NetlinkSocket) -> Result<KernelFeatures, ApplyError> {
                 ApplyError::Socket(e)
             }
         })?;
-    let errno = |seq: u32| answers.get(&seq).and_then(|a| a.err());
+    judge(&answers, &seqs, encoded.acked.len(), timeout)
+}
+
+/// What the answers to the probe's messages say (see [`probe`]).
+fn judge(
+    answers: &Answers,
+    seqs: &ProbeSeqs,
+    expected: usize,
+    timeout: Duration,
+) -> Result<KernelFeatures, ApplyError> {
     if answers.values().any(|a| *a == Err(libc::EPERM)) {
         return Err(ApplyError::NotPermitted);
     }
-    if let Some(e) = set_seqs.iter().find_map(|s| errno(*s)) {
-        return Err(ApplyError::Unsupported {
-            feature: INTERVAL_CONCATENATIONS,
-            errno: e,
+    // Every message asks for an answer; a missing one means the probe proved nothing.
+    let missing = expected.saturating_sub(answers.len());
+    if missing > 0 {
+        return Err(ApplyError::NoAnswer {
+            missing,
+            expected,
+            timeout,
         });
     }
-    if errno(abort) != Some(libc::ENOENT) {
-        // The batch was meant to fail on its last message; anything else is unexpected.
-        return Err(ApplyError::Rejected {
-            what: format!("the feature probe's deletion of table ip {ABSENT_TABLE}"),
-            errno: errno(abort).unwrap_or(0),
-            message: "expected ENOENT (the probe must be aborted)".into(),
-        });
+    let refused = |what: String, errno: i32, message: &str| ApplyError::Rejected {
+        what,
+        errno,
+        message: if message.is_empty() {
+            std::io::Error::from_raw_os_error(errno).to_string()
+        } else {
+            message.into()
+        },
+    };
+    let errno = |seq: u32| answers.get(&seq).and_then(|a| a.err());
+    if let Some(e) = seqs.table.iter().find_map(|s| errno(*s)) {
+        return Err(refused(
+            format!("the feature probe's table ip {PROBE_TABLE}"),
+            e,
+            "",
+        ));
     }
-    let destroy_elements = match errno(destroy) {
+    match errno(seqs.set) {
+        None => {}
+        // A key the kernel cannot take, or the interval flag on a concatenation.
+        Some(e @ (libc::EINVAL | libc::EOPNOTSUPP)) => {
+            return Err(ApplyError::Unsupported {
+                feature: INTERVAL_CONCATENATIONS,
+                errno: e,
+            })
+        }
+        Some(e) => {
+            return Err(refused(
+                format!("the feature probe's set ip {PROBE_TABLE} ranges"),
+                e,
+                "",
+            ))
+        }
+    }
+    let destroy_elements = match errno(seqs.destroy) {
+        // Destroy ignores the missing element (delete would refuse it); ENOENT still means
+        // the kernel knows the message.
         None | Some(libc::ENOENT) => true,
         // An unknown message type in a batch.
         Some(libc::EINVAL | libc::EOPNOTSUPP) => false,
         Some(e) => {
-            return Err(ApplyError::Rejected {
-                what: "the feature probe's NFT_MSG_DESTROYSETELEM".into(),
-                errno: e,
-                message: std::io::Error::from_raw_os_error(e).to_string(),
-            })
+            return Err(refused(
+                "the feature probe's NFT_MSG_DESTROYSETELEM".into(),
+                e,
+                "",
+            ))
         }
     };
+    if errno(seqs.abort) != Some(libc::EEXIST) {
+        // Had the kernel not refused it, the batch would not have been aborted.
+        return Err(refused(
+            format!("the feature probe's exclusive declaration of table ip {PROBE_TABLE}"),
+            errno(seqs.abort).unwrap_or(0),
+            "expected EEXIST, which aborts the probe",
+        ));
+    }
     Ok(KernelFeatures { destroy_elements })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seqs() -> ProbeSeqs {
+        ProbeSeqs {
+            table: vec![1, 2, 3],
+            set: 4,
+            destroy: 5,
+            abort: 6,
+        }
+    }
+
+    /// Answers as a kernel gives them: `errors` by sequence number, 0 for the rest.
+    fn answers(errors: &[(u32, i32)]) -> Answers {
+        (1..=6)
+            .map(|seq| {
+                let e = errors.iter().find(|(s, _)| *s == seq).map(|(_, e)| *e);
+                (seq, e.map_or(Ok(()), Err))
+            })
+            .collect()
+    }
+
+    fn judged(errors: &[(u32, i32)]) -> Result<KernelFeatures, ApplyError> {
+        judge(&answers(errors), &seqs(), 6, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn the_answers_of_each_kernel_are_read_as_its_features() {
+        // 6.3 and newer.
+        let f = judged(&[(6, libc::EEXIST)]).unwrap();
+        assert!(f.destroy_elements);
+        // 6.1: no NFT_MSG_DESTROYSETELEM.
+        let f = judged(&[(5, libc::EINVAL), (6, libc::EEXIST)]).unwrap();
+        assert!(!f.destroy_elements);
+    }
+
+    #[test]
+    fn a_probe_that_was_not_aborted_or_not_answered_proves_nothing() {
+        let not_aborted = judged(&[]).unwrap_err();
+        assert!(
+            not_aborted.to_string().contains("expected EEXIST"),
+            "{not_aborted}"
+        );
+        let mut some = answers(&[(6, libc::EEXIST)]);
+        some.remove(&4);
+        let unanswered = judge(&some, &seqs(), 6, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            matches!(unanswered, ApplyError::NoAnswer { missing: 1, .. }),
+            "{unanswered:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_refused_set_key_means_a_missing_feature() {
+        let e = judged(&[(4, libc::EOPNOTSUPP), (6, libc::EEXIST)]).unwrap_err();
+        assert!(
+            matches!(e, ApplyError::Unsupported { feature, .. } if feature == INTERVAL_CONCATENATIONS),
+            "{e:?}"
+        );
+        let e = judged(&[(4, libc::ENOMEM), (6, libc::EEXIST)]).unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::Rejected { errno: libc::ENOMEM, what, .. } if what.contains("set")),
+            "{e:?}"
+        );
+        let e = judged(&[(1, libc::EBUSY), (6, libc::EEXIST)]).unwrap_err();
+        assert!(
+            matches!(&e, ApplyError::Rejected { what, .. } if what.contains("table")),
+            "{e:?}"
+        );
+        let e = judged(&[(2, libc::EPERM), (6, libc::EEXIST)]).unwrap_err();
+        assert!(matches!(e, ApplyError::NotPermitted), "{e:?}");
+    }
 }

@@ -26,4 +26,4 @@ pub use readback::{
     generation_now, normalize, read_counters, read_set_elements, readback,
     readback_with_generation, CounterValue, ReadbackError, SetReader,
 };
-pub use sync::{clean_up, clear_affinity, Cleanup, SyncError, SyncReport, Syncer};
+pub use sync::{clean_up, clear_affinity, Cleanup, Sweep, SyncError, SyncReport, Syncer};

@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 use nfcompile::diff::{diff, Transaction};
 use nfcompile::incremental::{stale_in, Change, Holdings, Incremental, Stale, StaleEndpoint};
 use nfcompile::ir::Cluster;
-use nfcompile::model::{Element, Ruleset};
+use nfcompile::model::{Element, Family, Ruleset};
 
 use crate::apply::{ApplyError, Connection};
 use crate::readback::{readback_with_generation, ReadbackError, SetReader};
@@ -117,7 +117,7 @@ impl Syncer {
 
     /// Make the kernel hold `desired`, committing only what differs from the last sync.
     pub fn sync(&mut self, mut desired: Ruleset) -> Result<SyncReport, SyncError> {
-        let report = self.sync_model(&mut desired)?;
+        let report = self.sync_model(&mut desired, None)?;
         self.committed = Some(Committed::Model(desired));
         Ok(report)
     }
@@ -126,7 +126,7 @@ impl Syncer {
     /// last sync; afterwards [`Syncer::update`] can take changes to single services.
     pub fn sync_cluster(&mut self, cluster: Cluster) -> Result<SyncReport, SyncError> {
         let mut desired = nfcompile::compile(&cluster)?;
-        let report = self.sync_model(&mut desired)?;
+        let report = self.sync_model(&mut desired, Some(&cluster))?;
         self.committed = Some(Committed::Cluster(Box::new(Incremental::new(
             cluster, desired,
         ))));
@@ -151,15 +151,22 @@ impl Syncer {
                 let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
-                let stale = inc.stale(&tx);
-                let sweep = self.sweep_pending.then(|| inc.expected());
-                let cleanup = clean_up(
-                    connection,
-                    &mut self.reader,
-                    inc.shells(),
-                    &stale,
-                    sweep.as_ref(),
+                let mut stale = inc.stale(&tx);
+                // The changed services as they are now (none, for a removed one).
+                let changed: std::collections::HashSet<(&str, &str)> =
+                    changes.iter().map(Change::name).collect();
+                stale.keep_serving(
+                    inc.cluster()
+                        .services
+                        .iter()
+                        .filter(|s| changed.contains(&(s.namespace.as_str(), s.name.as_str()))),
                 );
+                let expected = self.sweep_pending.then(|| inc.expected());
+                let sweep = expected.as_ref().map(|desired| Sweep {
+                    desired,
+                    cluster: Some(inc.cluster()),
+                });
+                let cleanup = clean_up(connection, &mut self.reader, inc.shells(), &stale, sweep);
                 self.sweep_pending = !cleanup.failures.is_empty();
                 cleanup.into_report(&mut report);
                 report.elapsed = start.elapsed();
@@ -173,8 +180,13 @@ impl Syncer {
     }
 
     /// Commit what differs from `desired`, which keeps the set sizes the kernel's sets
-    /// already have where they fit ([`nfcompile::diff::keep_capacities`]).
-    fn sync_model(&mut self, desired: &mut Ruleset) -> Result<SyncReport, SyncError> {
+    /// already have where they fit ([`nfcompile::diff::keep_capacities`]); `cluster` is where
+    /// `desired` came from, if known (the sweep of UDP flows needs it).
+    fn sync_model(
+        &mut self,
+        desired: &mut Ruleset,
+        cluster: Option<&Cluster>,
+    ) -> Result<SyncReport, SyncError> {
         let start = Instant::now();
         let (current, generation) = match (self.expected(), self.trusted) {
             (Some(expected), true) => (expected, None),
@@ -197,8 +209,12 @@ impl Syncer {
         )?;
         self.trusted = true;
         // A whole sync also sweeps: what an earlier clean-up left is found in the kernel.
-        let stale = stale_in(&tx, desired);
-        let cleanup = clean_up(connection, &mut self.reader, desired, &stale, Some(desired));
+        let mut stale = stale_in(&tx, desired);
+        if let Some(cluster) = cluster {
+            stale.keep_serving(&cluster.services);
+        }
+        let sweep = Sweep { desired, cluster };
+        let cleanup = clean_up(connection, &mut self.reader, desired, &stale, Some(sweep));
         self.sweep_pending = !cleanup.failures.is_empty();
         cleanup.into_report(&mut report);
         report.elapsed = start.elapsed();
@@ -275,6 +291,11 @@ impl Cleanup {
 /// `NFT_MSG_DESTROYSETELEM`, an entry expired between reading the map and deleting it.
 const REMOVAL_ATTEMPTS: usize = 5;
 
+/// Entries deleted per batch: without `NFT_MSG_DESTROYSETELEM` an entry that expired meanwhile
+/// fails its whole batch, so a big map is deleted in parts and only the failed parts are read
+/// and tried again.
+const REMOVAL_CHUNK: usize = 512;
+
 /// Delete the session-affinity entries of `table` that `stale` describes, or — with `sweep`
 /// (the desired state's holdings) — that point anywhere its frontends do not; how many.
 fn clear_affinity_of(
@@ -290,31 +311,51 @@ fn clear_affinity_of(
     if stale.is_empty() && sweep.is_none() {
         return Ok(0);
     }
-    for _ in 0..REMOVAL_ATTEMPTS {
-        let entries: Vec<Element> = reader
+    let read = || -> Result<Vec<Element>, SyncError> {
+        Ok(reader
             .elements(table.family, set)?
             .into_iter()
             .filter(|e| {
                 stale.iter().any(|s| s.matches(e)) || sweep.is_some_and(|h| h.stale_affinity(e))
             })
-            .collect();
-        if entries.is_empty() {
-            return Ok(0);
+            .collect())
+    };
+    let remove = |entries: &[Element]| connection.remove_elements(table, set, entries).map(|_| ());
+    remove_until_gone(read, remove, &set.name)
+}
+
+/// Read what must go and delete it in parts of [`REMOVAL_CHUNK`], reading again while a part
+/// was refused with ENOENT (an entry expired meanwhile, without `NFT_MSG_DESTROYSETELEM`);
+/// how many were deleted. `set` names the set in the error after [`REMOVAL_ATTEMPTS`].
+fn remove_until_gone(
+    mut read: impl FnMut() -> Result<Vec<Element>, SyncError>,
+    mut remove: impl FnMut(&[Element]) -> Result<(), ApplyError>,
+    set: &str,
+) -> Result<usize, SyncError> {
+    let mut removed = 0;
+    for _ in 0..REMOVAL_ATTEMPTS {
+        let entries = read()?;
+        let mut expired = false;
+        for part in entries.chunks(REMOVAL_CHUNK) {
+            match remove(part) {
+                Ok(()) => removed += part.len(),
+                Err(ApplyError::Rejected {
+                    errno: libc::ENOENT,
+                    ..
+                }) => expired = true,
+                Err(e) => return Err(e.into()),
+            }
         }
-        match connection.remove_elements(table, set, &entries) {
-            Ok(_) => return Ok(entries.len()),
-            // Without NFT_MSG_DESTROYSETELEM: one expired meanwhile; read the map again.
-            Err(ApplyError::Rejected {
-                errno: libc::ENOENT,
-                ..
-            }) => continue,
-            Err(e) => return Err(e.into()),
+        if !expired {
+            return Ok(removed);
         }
     }
     Err(SyncError::Apply(ApplyError::Rejected {
-        what: format!("deletion of elements of set {}", set.name),
+        what: format!("deletion of elements of set {set}"),
         errno: libc::ENOENT,
-        message: format!("entries kept expiring while being deleted ({REMOVAL_ATTEMPTS} tries)"),
+        message: format!(
+            "entries kept expiring while being deleted ({REMOVAL_ATTEMPTS} tries; {removed} deleted)"
+        ),
     }))
 }
 
@@ -335,28 +376,46 @@ pub fn clear_affinity(
     Ok(cleared)
 }
 
+/// What a sweep judges the kernel's packet-made state against: the desired ruleset, and the
+/// cluster it was compiled from (without it, UDP flows are judged only from the transaction).
+#[derive(Debug, Clone, Copy)]
+pub struct Sweep<'a> {
+    /// What the kernel holds after the commit.
+    pub desired: &'a Ruleset,
+    /// Where `desired` came from: its serving endpoints decide which UDP flows may stay
+    /// ([`nfcompile::incremental::Holdings::with_serving`]).
+    pub cluster: Option<&'a Cluster>,
+}
+
 /// After a commit: delete the affinity entries and the UDP conntrack entries that point at
 /// endpoints their frontend no longer has — those `stale` (from the transaction) describes,
-/// and with `sweep` (the desired ruleset) every such affinity entry the kernel holds, so what
-/// a failed clean-up left is found again (UDP flows only from `stale`, see below). `tables` holds the set declarations. Each part runs even if
-/// the other failed; failures are reported, not returned: the commit stands.
+/// and with `sweep` every such entry the kernel holds, so what a failed clean-up left is found
+/// again. `tables` holds the set declarations. Each part runs even if the other failed;
+/// failures are reported, not returned: the commit stands.
 pub fn clean_up(
     connection: &Connection,
     set_reader: &mut Option<SetReader>,
     tables: &Ruleset,
     stale: &Stale,
-    sweep: Option<&Ruleset>,
+    sweep: Option<Sweep<'_>>,
 ) -> Cleanup {
     let mut out = Cleanup::default();
-    let holdings: Vec<(nfcompile::model::Family, Holdings)> = sweep
-        .map(|r| {
-            r.tables
+    let holdings: Vec<(Family, Holdings)> = sweep
+        .map(|sw| {
+            sw.desired
+                .tables
                 .iter()
-                .map(|t| (t.family, Holdings::of(t)))
+                .map(|t| {
+                    let h = Holdings::of(t);
+                    (
+                        t.family,
+                        sw.cluster.map_or(h.clone(), |c| h.with_serving(c)),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();
-    let held = |f: nfcompile::model::Family| holdings.iter().find(|(x, _)| *x == f).map(|(_, h)| h);
+    let held = |f: Family| holdings.iter().find(|(x, _)| *x == f).map(|(_, h)| h);
     let affinity = (|| -> Result<usize, SyncError> {
         let mut cleared = 0;
         for table in &tables.tables {
@@ -382,22 +441,22 @@ pub fn clean_up(
             "deleting session-affinity entries of removed endpoints: {e}"
         )),
     }
-    let families: Vec<nfcompile::model::Family> = [
-        nfcompile::model::Family::Ipv4,
-        nfcompile::model::Family::Ipv6,
-    ]
-    .into_iter()
-    .filter(|f| stale.udp_flows.iter().any(|s| s.family == *f))
-    .collect();
-    // UDP flows are not swept: the endpoint maps hold only the endpoints chosen (ready over
-    // terminating, topology, Local lists), and kube-proxy keeps flows to every serving
-    // endpoint; judging flows from them would cut live ones (Holdings::stale_udp needs the
-    // cluster's serving endpoints first).
+    // UDP flows are swept only with the cluster: the endpoint maps hold only the endpoints
+    // chosen (ready over terminating, topology, Local lists), and a flow to any serving
+    // endpoint stays, as kube-proxy keeps it (`stale` is filtered so already, see
+    // [`Stale::keep_serving`]).
+    let swept =
+        |f: Family| held(f).filter(|h| h.has_udp() && sweep.is_some_and(|s| s.cluster.is_some()));
+    let families: Vec<Family> = [Family::Ipv4, Family::Ipv6]
+        .into_iter()
+        .filter(|f| stale.udp_flows.iter().any(|s| s.family == *f) || swept(*f).is_some())
+        .collect();
     let udp = crate::conntrack::delete_flows_where(&families, |family, flow| {
         stale
             .udp_flows
             .iter()
             .any(|s| s.family == family && crate::conntrack::matches(s, flow))
+            || swept(family).is_some_and(|h| crate::conntrack::stale_udp(h, flow))
     });
     match udp {
         Ok(n) => out.udp_flows_cleared = n,
@@ -428,4 +487,90 @@ fn commit(
         cleanup_failures: Vec::new(),
         elapsed: start.elapsed(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nfcompile::model::Value;
+
+    fn entry(n: u32) -> Element {
+        Element {
+            key: vec![Value::Addr(std::net::Ipv4Addr::from(n).into())],
+            data: None,
+            comment: None,
+        }
+    }
+
+    /// A map of `held` entries where, right after read `i`, the first `expire[i]` entries
+    /// time out; deletion behaves like NFT_MSG_DELSETELEM: a part holding an entry that is not
+    /// there is refused whole, with ENOENT. Returns the result, what is left and the batches.
+    fn run(held: u32, expire: &[usize]) -> (Result<usize, SyncError>, usize, usize) {
+        let map = std::cell::RefCell::new((0..held).map(entry).collect::<Vec<_>>());
+        let (mut reads, mut batches) = (0, 0);
+        let read = || {
+            let seen = map.borrow().clone();
+            let n = expire.get(reads).copied().unwrap_or(0);
+            map.borrow_mut().drain(..n);
+            reads += 1;
+            Ok(seen)
+        };
+        let remove = |part: &[Element]| {
+            batches += 1;
+            let mut m = map.borrow_mut();
+            if !part.iter().all(|e| m.contains(e)) {
+                return Err(ApplyError::Rejected {
+                    what: "elements of set affinity".into(),
+                    errno: libc::ENOENT,
+                    message: "No such file or directory".into(),
+                });
+            }
+            m.retain(|e| !part.contains(e));
+            Ok(())
+        };
+        let result = remove_until_gone(read, remove, "affinity");
+        let left = map.borrow().len();
+        (result, left, batches)
+    }
+
+    #[test]
+    fn an_entry_that_expired_meanwhile_costs_a_read_and_only_its_part() {
+        // Nothing expires: four parts of 512.
+        let (n, left, batches) = run(2000, &[]);
+        assert_eq!((n.unwrap(), left, batches), (2000, 0, 4));
+        // Entry 0 expires after the first read: its part is refused, the other three go; the
+        // second read finds the 511 left of it.
+        let (n, left, batches) = run(2000, &[1]);
+        assert_eq!((n.unwrap(), left, batches), (1999, 0, 5));
+    }
+
+    #[test]
+    fn entries_that_keep_expiring_give_up_after_the_last_attempt_and_say_so() {
+        let (n, left, _) = run(2000, &[1; REMOVAL_ATTEMPTS]);
+        let e = n.unwrap_err().to_string();
+        assert!(
+            e.contains("kept expiring") && e.contains("1488 deleted"),
+            "{e}"
+        );
+        assert_eq!(left, 512 - REMOVAL_ATTEMPTS);
+    }
+
+    #[test]
+    fn other_refusals_are_not_retried() {
+        let mut calls = 0;
+        let e = remove_until_gone(
+            || Ok(vec![entry(1)]),
+            |_| {
+                calls += 1;
+                Err(ApplyError::NotPermitted)
+            },
+            "affinity",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, SyncError::Apply(ApplyError::NotPermitted)),
+            "{e}"
+        );
+        assert_eq!(calls, 1);
+    }
 }

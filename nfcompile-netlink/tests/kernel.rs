@@ -677,7 +677,10 @@ fn affinity_left_behind_is_swept_later_also_without_destroysetelem() {
             &mut None,
             &after,
             &nfcompile::incremental::Stale::default(),
-            Some(&after),
+            Some(nfcompile_netlink::Sweep {
+                desired: &after,
+                cluster: None,
+            }),
         );
         let left = nft(&["list", "map", "ip", "nfcompile", "affinity"]);
         (probed, missing.map(|_| ()), cleanup, left)
@@ -708,6 +711,34 @@ fn affinity_left_behind_is_swept_later_also_without_destroysetelem() {
     assert!(swept.failures.is_empty(), "{swept:?}");
     assert!(left.contains("192.168.7.3"), "{left}");
     assert!(!left.contains("10.244.1.1"), "{left}");
+}
+
+/// The feature probe is a batch the kernel aborts: it leaves no table and does not move the
+/// ruleset's generation (which would make a transaction planned before it fail), also beside
+/// a table of its name that someone else holds.
+#[test]
+fn the_feature_probe_changes_nothing() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip("the_feature_probe_changes_nothing", &reason);
+    }
+    let (before, after, listing) = in_fresh_netns(|| {
+        nft(&["add table ip nfcompile-probe { chain c { counter; }; }"]);
+        let (_, before) = nfcompile_netlink::readback_with_generation().unwrap();
+        for _ in 0..3 {
+            nfcompile_netlink::Connection::open()
+                .unwrap()
+                .features()
+                .unwrap();
+        }
+        let (_, after) = nfcompile_netlink::readback_with_generation().unwrap();
+        (before, after, nft(&["list", "ruleset"]))
+    });
+    assert_eq!(before, after, "the probe moved the generation");
+    assert!(
+        listing.contains("table ip nfcompile-probe") && listing.contains("chain c"),
+        "{listing}"
+    );
+    assert!(!listing.contains("ranges"), "{listing}");
 }
 
 #[test]

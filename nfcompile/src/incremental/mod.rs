@@ -36,13 +36,19 @@ pub use stale::{stale_in, Holdings, Stale, StaleEndpoint};
 pub enum Change {
     /// A new service, or new contents for an existing one (matched by namespace and name).
     Upsert(Service),
-    Remove {
-        namespace: String,
-        name: String,
-    },
+    /// The service of this namespace and name is gone.
+    Remove { namespace: String, name: String },
 }
 
 impl Change {
+    /// The namespace and name of the service it changes.
+    pub fn name(&self) -> (&str, &str) {
+        match self {
+            Change::Upsert(s) => (&s.namespace, &s.name),
+            Change::Remove { namespace, name } => (namespace, name),
+        }
+    }
+
     fn key(&self) -> (String, String) {
         match self {
             Change::Upsert(s) => (s.namespace.clone(), s.name.clone()),

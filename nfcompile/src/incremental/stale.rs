@@ -27,9 +27,75 @@ pub struct Stale {
 }
 
 impl Stale {
+    /// Whether nothing needs deleting.
     pub fn is_empty(&self) -> bool {
         self.affinity_entries.is_empty() && self.udp_flows.is_empty()
     }
+
+    /// Keep the UDP flows of endpoints that `services` (as they are now) still have serving
+    /// their frontend: an endpoint leaves the maps when it starts terminating while another
+    /// is ready, but kube-proxy keeps UDP flows to every serving endpoint. Give the services
+    /// the transaction changed (or all of them).
+    pub fn keep_serving<'a>(&mut self, services: impl IntoIterator<Item = &'a crate::ir::Service>) {
+        if self.udp_flows.is_empty() {
+            return;
+        }
+        let serving = serving_index(services);
+        self.udp_flows.retain(|s| {
+            !serving
+                .get(&s.frontend)
+                .is_some_and(|eps| eps.contains(&s.endpoint))
+        });
+    }
+}
+
+/// Every serving endpoint (`address . port`) of each UDP frontend of `services` (`address .
+/// protocol . port`, and `protocol . port` for node ports), whether the maps hold it or not.
+fn serving_index<'a>(
+    services: impl IntoIterator<Item = &'a crate::ir::Service>,
+) -> FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>> {
+    let mut serving: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>> = FxHashMap::default();
+    let udp = Value::Proto(Protocol::Udp);
+    for svc in services {
+        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
+            let Ok(number) = u16::try_from(port.port) else {
+                continue;
+            };
+            let endpoints: FxHashSet<Vec<Value>> = svc
+                .endpoints
+                .iter()
+                .filter(|ep| ep.serving)
+                .filter_map(|ep| {
+                    let to = ep
+                        .ports
+                        .iter()
+                        .find(|p| p.name == port.name && p.protocol == port.protocol)?;
+                    Some(vec![
+                        Value::Addr(ep.address),
+                        Value::Port(u16::try_from(to.port).ok()?),
+                    ])
+                })
+                .collect();
+            let addresses = svc
+                .cluster_ips
+                .iter()
+                .chain(&svc.external_ips)
+                .chain(&svc.load_balancer_ips);
+            let mut frontends: Vec<Vec<Value>> = addresses
+                .map(|a| vec![Value::Addr(*a), udp, Value::Port(number)])
+                .collect();
+            if let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
+                frontends.push(vec![udp, Value::Port(np)]);
+            }
+            for f in frontends {
+                serving
+                    .entry(f)
+                    .or_default()
+                    .extend(endpoints.iter().cloned());
+            }
+        }
+    }
+    serving
 }
 
 /// One frontend that no longer has an endpoint, whose packet-made state must go.
@@ -198,9 +264,14 @@ pub struct Holdings {
     /// The node-port addresses, when they are a set (else any local address).
     nodeport_addresses: Option<FxHashSet<Value>>,
     has_udp: bool,
+    /// Every serving endpoint (`address . port`) of each UDP frontend, from the cluster
+    /// ([`Holdings::with_serving`]): the endpoint maps hold only the ones chosen.
+    serving: Option<FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>>>,
 }
 
 impl Holdings {
+    /// What `table` (a desired table, as compiled) holds: its dispatch sets, affinity sets,
+    /// node-port addresses and endpoint maps.
     pub fn of(table: &crate::model::Table) -> Holdings {
         let mut h = Holdings::default();
         for s in &table.sets {
@@ -232,6 +303,15 @@ impl Holdings {
             .iter()
             .any(|f| f.contains(&Value::Proto(Protocol::Udp)));
         h
+    }
+
+    /// Add what judging UDP flows needs: every serving endpoint of each UDP service port of
+    /// `cluster` (the one `table` was compiled from), chosen or not. kube-proxy keeps flows to
+    /// any serving endpoint — a terminating one, one in another zone, one a Local policy does
+    /// not pick here — and so does the sweep ([`Holdings::stale_udp`]).
+    pub fn with_serving(mut self, cluster: &crate::ir::Cluster) -> Holdings {
+        self.serving = Some(serving_index(&cluster.services));
+        self
     }
 
     /// Whether the table has UDP frontends (whose flows a sweep must look at).
@@ -276,15 +356,24 @@ impl Holdings {
     }
 
     /// Whether a UDP flow to `dst:dport`, answered from `reply_src:reply_sport`, was DNATed by
-    /// one of this table's frontends to an endpoint the frontend no longer holds. A flow that
-    /// was not DNATed (answered by its own destination), or whose destination is no frontend
-    /// here, is left alone: it may not be ours.
+    /// one of this table's frontends to an endpoint that no longer serves it (kube-proxy's
+    /// `CleanStaleEntries`, per port). A flow that was not DNATed (answered by its own
+    /// destination), or whose destination is no frontend here, is left alone: it may not be
+    /// ours; and without [`Holdings::with_serving`] every flow is.
     pub fn stale_udp(&self, dst: IpAddr, dport: u16, reply_src: IpAddr, reply_sport: u16) -> bool {
         if (reply_src, reply_sport) == (dst, dport) {
             return false;
         }
+        self.serving_of(dst, dport).is_some_and(|eps| {
+            !eps.contains([Value::Addr(reply_src), Value::Port(reply_sport)].as_slice())
+        })
+    }
+
+    /// The serving endpoints of the UDP frontend that takes `dst:dport`.
+    fn serving_of(&self, dst: IpAddr, dport: u16) -> Option<&FxHashSet<Vec<Value>>> {
+        let serving = self.serving.as_ref()?;
         let proto = Value::Proto(Protocol::Udp);
         self.frontend(Value::Addr(dst), proto, Value::Port(dport))
-            .is_some_and(|f| !self.holds(&f, &[Value::Addr(reply_src), Value::Port(reply_sport)]))
+            .and_then(|f| serving.get(&f))
     }
 }

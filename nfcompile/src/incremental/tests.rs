@@ -501,16 +501,25 @@ fn holdings_judge_state_read_back_from_the_kernel() {
         .session_affinity(600)
         .endpoint(ip("10.244.1.1"), Some("n1"), &[("p", 5353)])
         .build();
-    let plain = ServiceBuilder::new("d", "plain", ip("10.96.0.2"))
+    let mut plain = ServiceBuilder::new("d", "plain", ip("10.96.0.2"))
         .port("p", Protocol::Udp, 53)
         .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)])
+        .endpoint(ip("10.244.1.3"), Some("n1"), &[("p", 5353)])
+        .endpoint(ip("10.244.1.4"), Some("n1"), &[("p", 5353)])
         .build();
+    // .3 is terminating but still serving (the maps hold only ready .2), .4 serves no more.
+    plain.endpoints[1].ready = false;
+    plain.endpoints[1].terminating = true;
+    plain.endpoints[2].ready = false;
+    plain.endpoints[2].serving = false;
+    plain.endpoints[2].terminating = true;
     let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
         .service(sticky)
         .service(plain)
         .build();
     let table = &crate::compile(&cluster).unwrap().tables[0];
-    let h = Holdings::of(table);
+    let without_cluster = Holdings::of(table);
+    let h = Holdings::of(table).with_serving(&cluster);
     assert!(h.has_udp());
     let entry = |client: &str, addr: &str, port: u16, ep: &str| Element {
         key: vec![
@@ -534,12 +543,52 @@ fn holdings_judge_state_read_back_from_the_kernel() {
     // Through the node port, on the node's address.
     assert!(!h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.1")));
     assert!(h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.9")));
-    // UDP flows: DNATed to a held endpoint, not DNATed, or to an address that is no frontend
-    // are left alone; DNATed to an endpoint the frontend does not hold is stale.
+    // UDP flows: DNATed to a serving endpoint (chosen or not), not DNATed, or to an address
+    // that is no frontend are left alone; DNATed to an endpoint that does not serve the
+    // frontend is stale.
     assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.2"), 5353));
+    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.3"), 5353));
+    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.4"), 5353));
+    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.2"), 5354));
     assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.9"), 5353));
     assert!(h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.2"), 5353));
     assert!(!h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.1"), 5353));
     assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.96.0.2"), 53));
     assert!(!h.stale_udp(ip("10.1.2.3"), 53, ip("10.244.1.9"), 5353));
+    // Without the cluster's serving endpoints no flow is judged stale.
+    assert!(!without_cluster.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.9"), 5353));
+}
+
+#[test]
+fn udp_flows_of_a_terminating_endpoint_that_still_serves_are_kept() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::Protocol;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let cluster = |serving: bool| {
+        let mut svc = ServiceBuilder::new("d", "dns", ip("10.96.0.2"))
+            .port("p", Protocol::Udp, 53)
+            .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)])
+            .endpoint(ip("10.244.1.3"), Some("n1"), &[("p", 5353)])
+            .build();
+        // .3 starts terminating: it leaves the maps (.2 is ready), serving or not.
+        svc.endpoints[1].ready = false;
+        svc.endpoints[1].terminating = true;
+        svc.endpoints[1].serving = serving;
+        ClusterBuilder::new("n1", [ip("192.168.0.1")])
+            .service(svc)
+            .build()
+    };
+    let mut both_ready = cluster(true);
+    both_ready.services[0].endpoints[1].ready = true;
+    both_ready.services[0].endpoints[1].terminating = false;
+    let before_both = crate::compile(&both_ready).unwrap();
+    for serving in [true, false] {
+        let after = cluster(serving);
+        let desired = crate::compile(&after).unwrap();
+        let tx = crate::diff::diff(&before_both, &desired);
+        let mut stale = stale_in(&tx, &desired);
+        assert_eq!(stale.udp_flows.len(), 1, "{stale:?}");
+        stale.keep_serving(&after.services);
+        assert_eq!(stale.udp_flows.is_empty(), serving, "serving {serving}: {stale:?}");
+    }
 }

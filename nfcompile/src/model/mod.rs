@@ -262,6 +262,26 @@ pub enum Expr {
     },
 }
 
+impl Expr {
+    /// Bytes the kernel loads for it (an address 4 or 16, the protocol 1, a port 2, a number 4).
+    pub fn byte_len(&self) -> u32 {
+        match self {
+            Expr::Saddr(f) | Expr::Daddr(f) | Expr::CtOriginalDaddr(f) => match f {
+                Family::Ipv4 => 4,
+                Family::Ipv6 => 16,
+            },
+            Expr::L4Proto => 1,
+            Expr::Dport | Expr::CtOriginalDport => 2,
+            Expr::NumgenRandom { .. } | Expr::NumgenInc { .. } | Expr::JhashSaddr { .. } => 4,
+        }
+    }
+
+    /// Bytes it takes in a concatenation: [`Expr::byte_len`] in whole 32-bit registers.
+    pub fn register_len(&self) -> u32 {
+        self.byte_len().div_ceil(4) * 4
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AddrSide {

@@ -18,18 +18,9 @@ use crate::model::*;
 /// The widest key or data nft 1.0.x encodes in a map update: one 16-byte register.
 const UPDATE_REGISTER_BYTES: u32 = 16;
 
-/// Bytes an expression takes in a concatenation (4-byte aligned).
-fn width(e: &Expr) -> u32 {
-    match e {
-        Expr::Saddr(Family::Ipv6)
-        | Expr::Daddr(Family::Ipv6)
-        | Expr::CtOriginalDaddr(Family::Ipv6) => 16,
-        _ => 4,
-    }
-}
-
+/// Bytes a concatenation of `exprs` takes in the registers.
 fn concat_width(exprs: &[Expr]) -> u32 {
-    exprs.iter().map(width).sum()
+    exprs.iter().map(Expr::register_len).sum()
 }
 
 /// Why nft 1.0.6 cannot load `rule`, if it cannot.
