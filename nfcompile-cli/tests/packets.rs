@@ -589,6 +589,117 @@ fn a_udp_flow_moves_off_a_removed_endpoint() {
     );
 }
 
+/// Sends datagrams from one socket (one conntrack flow): for each number read from stdin,
+/// that many, printing each answer; exits at the end of stdin.
+const PHASED_UDP_CLIENT: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect((sys.argv[1], int(sys.argv[2])))
+for line in sys.stdin:
+    for _ in range(int(line)):
+        s.send(b"ping")
+        try:
+            print(s.recv(512).decode().split(" ")[0], flush=True)
+        except socket.timeout:
+            print("TIMEOUT", flush=True)
+        time.sleep(0.05)
+"#;
+
+/// UDP flows as kube-proxy keeps them: a flow to an endpoint that starts terminating but still
+/// serves stays with it, though the endpoint left the maps; and a flow that a clean-up never
+/// got to (here: the rules were changed by `nft -f`, which cleans up nothing) is found in the
+/// kernel's conntrack table by the next `apply`, which has nothing to commit.
+#[test]
+fn udp_flows_stay_while_their_endpoint_serves_and_a_left_behind_one_is_swept() {
+    use std::io::{BufRead, BufReader, Write};
+    if let Some(reason) = packets_unavailable() {
+        return skip(
+            "udp_flows_stay_while_their_endpoint_serves_and_a_left_behind_one_is_swept",
+            &reason,
+        );
+    }
+    let t = TwoPods::new(false);
+    t.apply(&POD_ADDRS);
+    let mut client = Process(
+        Command::new("ip")
+            .args(["netns", "exec", &t.client.name, "timeout", "90"])
+            .args(["python3", "-c", PHASED_UDP_CLIENT, "192.168.10.100", "80"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = client.0.stdin.take().unwrap();
+    let mut lines = BufReader::new(client.0.stdout.take().unwrap()).lines();
+    let mut send = |n: usize| -> Vec<String> {
+        writeln!(stdin, "{n}").unwrap();
+        (0..n).map(|_| lines.next().unwrap().unwrap()).collect()
+    };
+    let first = send(4);
+    assert!(first.iter().all(|l| *l == first[0]), "{first:?}");
+    let pinned = ["pod-a", "pod-b"]
+        .iter()
+        .position(|p| first[0] == *p)
+        .unwrap_or_else(|| panic!("{first:?}"));
+    let other = 1 - pinned;
+    // The pinned endpoint starts terminating (still serving): new flows go to the other, this
+    // one stays.
+    let both = two_endpoint_cluster(&POD_ADDRS, false, &[], None);
+    let terminating = both.replace(
+        &format!("{{address: {},", POD_ADDRS[pinned]),
+        &format!(
+            "{{address: {}, ready: false, serving: true, terminating: true,",
+            POD_ADDRS[pinned]
+        ),
+    );
+    assert_ne!(terminating, both);
+    let out = t.apply_yaml(&terminating, &[]);
+    assert!(!out.contains("UDP flows"), "{out}");
+    let kept = send(4);
+    assert!(
+        kept.iter().all(|l| *l == first[0]),
+        "a flow to a serving endpoint was cut: {kept:?}"
+    );
+    // It goes, by `nft -f` of nfcompile's script: nobody deletes the flow.
+    let gone = two_endpoint_cluster(&[POD_ADDRS[other]], false, &[], None);
+    let file = t.dir.join("gone.yaml");
+    std::fs::write(&file, &gone).unwrap();
+    let script = t.router.ok(
+        "render",
+        &[
+            env!("CARGO_BIN_EXE_nfcompile"),
+            "render",
+            "-q",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    );
+    let script_file = t.dir.join("gone.nft");
+    std::fs::write(&script_file, script).unwrap();
+    t.router
+        .ok("nft -f", &["nft", "-f", script_file.to_str().unwrap()]);
+    let left_behind = send(3);
+    assert!(
+        left_behind.iter().all(|l| *l == first[0]),
+        "expected the flow to stay with the removed endpoint until a clean-up: {left_behind:?}"
+    );
+    // The next apply has nothing to commit, and sweeps the flow.
+    let out = t.apply_yaml(&gone, &[]);
+    assert!(out.contains("No changes."), "{out}");
+    assert!(
+        out.contains("conntrack: 1 UDP flows to removed endpoints deleted"),
+        "{out}"
+    );
+    let then = send(6);
+    assert!(
+        then.iter().all(|l| *l == ["pod-a", "pod-b"][other]),
+        "after the sweep the flow still reached the removed endpoint: {then:?}"
+    );
+    drop(stdin);
+    client.0.wait().unwrap();
+}
+
 /// Opens `count` connections one after the other and prints who answered each, in order.
 const SEQUENCE_CLIENT: &str = r#"
 import socket, sys

@@ -589,6 +589,10 @@ fn udp_flows_of_a_terminating_endpoint_that_still_serves_are_kept() {
         let mut stale = stale_in(&tx, &desired);
         assert_eq!(stale.udp_flows.len(), 1, "{stale:?}");
         stale.keep_serving(&after.services);
-        assert_eq!(stale.udp_flows.is_empty(), serving, "serving {serving}: {stale:?}");
+        assert_eq!(
+            stale.udp_flows.is_empty(),
+            serving,
+            "serving {serving}: {stale:?}"
+        );
     }
 }
