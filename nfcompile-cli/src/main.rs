@@ -265,11 +265,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             // Clients pinned by affinity, and UDP flows that keep sending, must not stay with
             // an endpoint that left: those this transaction removed, and any the kernel still
             // holds from an earlier apply whose clean-up failed (a sweep of its state).
+            let udp = nfcompile::incremental::UdpServing::of_cluster(&cluster);
             let mut stale = nfcompile::incremental::stale_in(&tx, &ruleset);
-            stale.keep_serving(&cluster.services);
+            stale.keep_serving(&udp);
             let sweep = nfcompile_netlink::Sweep {
                 desired: &ruleset,
-                cluster: Some(&cluster),
+                udp: Some(&udp),
             };
             let cleanup =
                 nfcompile_netlink::clean_up(&connection, &mut None, &ruleset, &stale, Some(sweep));
@@ -282,7 +283,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             }
             if cleanup.udp_flows_cleared > 0 {
                 println!(
-                    "conntrack: {} UDP flows to removed endpoints deleted",
+                    "conntrack: {} UDP flows deleted (their endpoints left or stopped serving)",
                     cleanup.udp_flows_cleared
                 );
             }

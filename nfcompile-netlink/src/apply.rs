@@ -39,6 +39,15 @@ pub enum ApplyError {
         /// What the kernel answered the probe.
         errno: i32,
     },
+    /// The kernel committed the feature probe's batch, which it must refuse: its throw-away
+    /// table may be left behind.
+    #[error("the kernel committed the feature probe's batch instead of refusing it ({detail}); table ip {table} may be left behind: nft delete table ip {table}")]
+    ProbeCommitted {
+        /// The probe's table.
+        table: &'static str,
+        /// What it answered instead.
+        detail: String,
+    },
     /// The ruleset's generation moved since it was read: someone else committed meanwhile.
     #[error("the ruleset changed since it was read (nf_tables generation {read}); nothing was applied, plan again")]
     Changed {

@@ -132,11 +132,11 @@ pub fn delete_flows_where(
     Ok(deleted)
 }
 
-/// Whether `flow` is UDP and `holdings` says it was DNATed to an endpoint its frontend no
-/// longer holds (a sweep; see [`nfcompile::incremental::Holdings::stale_udp`]).
-pub fn stale_udp(holdings: &nfcompile::incremental::Holdings, flow: &Flow) -> bool {
+/// Whether `flow` is UDP and must go by what `serving` says (a sweep; see
+/// [`nfcompile::incremental::UdpServing::stale`]).
+pub fn stale_udp(serving: &nfcompile::incremental::UdpServing, flow: &Flow) -> bool {
     flow.orig.proto == IPPROTO_UDP
-        && holdings.stale_udp(
+        && serving.stale(
             flow.orig.dst,
             flow.orig.dport,
             flow.reply.src,

@@ -317,6 +317,9 @@ pub(crate) struct ProbeSeqs {
     pub set: u32,
     /// `NFT_MSG_DESTROYSETELEM` of an element the set does not hold.
     pub destroy: u32,
+    /// `NFT_MSG_DELSETELEM` of the same element: ENOENT proves the element itself encodes,
+    /// so an EINVAL of the destroy means the kernel does not know the message.
+    pub control: u32,
     /// An exclusive re-declaration of the table: always refused (EEXIST), so the kernel
     /// aborts the batch whatever else it answered.
     pub abort: u32,
@@ -349,6 +352,9 @@ pub(crate) fn encode_probe(table: &Table, set: &Set, element: &Element) -> (Enco
         0,
     );
     let destroy = last(&enc);
+    let specs = sets::deletion_elements(&part);
+    enc.element_message(table, &part, &set.name, None, specs, NFT_MSG_DELSETELEM, 0);
+    let control = last(&enc);
     let what = format!(
         "exclusive declaration of table {} {} (the probe's abort)",
         family_name(table.family),
@@ -366,6 +372,7 @@ pub(crate) fn encode_probe(table: &Table, set: &Set, element: &Element) -> (Enco
         table: table_seqs,
         set: set_seq,
         destroy,
+        control,
         abort,
     };
     (enc.finish(), seqs)

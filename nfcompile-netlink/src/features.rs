@@ -7,7 +7,8 @@
 //! deletion uses `NFT_MSG_DELSETELEM` and reads the map again when an entry was already gone.
 //!
 //! The probe is one batch the kernel aborts: a throw-away table with an interval
-//! concatenation set, a destroy of an element it does not hold, and an exclusive declaration
+//! concatenation set, a destroy of an element it does not hold (and a delete of it, which must
+//! say ENOENT: so an EINVAL of the destroy means an unknown message), and an exclusive declaration
 //! of the same table, which the kernel always refuses (EEXIST: the batch just declared it).
 //! The kernel answers each message of a batch on its own before aborting it, so one batch
 //! tells every feature, and nothing stays (the ruleset's generation does not move).
@@ -104,6 +105,13 @@ fn judge(
             timeout,
         });
     }
+    // Every message went through: the kernel committed the batch.
+    if answers.values().all(|a| a.is_ok()) {
+        return Err(ApplyError::ProbeCommitted {
+            table: PROBE_TABLE,
+            detail: "every message was accepted".into(),
+        });
+    }
     let refused = |what: String, errno: i32, message: &str| ApplyError::Rejected {
         what,
         errno,
@@ -138,6 +146,14 @@ fn judge(
             ))
         }
     }
+    if errno(seqs.control) != Some(libc::ENOENT) {
+        let e = errno(seqs.control).unwrap_or(0);
+        return Err(refused(
+            "the feature probe's deletion of an element its set does not hold".into(),
+            e,
+            "expected ENOENT",
+        ));
+    }
     let destroy_elements = match errno(seqs.destroy) {
         // Destroy ignores the missing element (delete would refuse it); ENOENT still means
         // the kernel knows the message.
@@ -152,13 +168,22 @@ fn judge(
             ))
         }
     };
-    if errno(seqs.abort) != Some(libc::EEXIST) {
-        // Had the kernel not refused it, the batch would not have been aborted.
-        return Err(refused(
-            format!("the feature probe's exclusive declaration of table ip {PROBE_TABLE}"),
-            errno(seqs.abort).unwrap_or(0),
-            "expected EEXIST, which aborts the probe",
-        ));
+    match errno(seqs.abort) {
+        Some(libc::EEXIST) => {}
+        Some(e) => {
+            return Err(refused(
+                format!("the feature probe's exclusive declaration of table ip {PROBE_TABLE}"),
+                e,
+                "expected EEXIST",
+            ))
+        }
+        None => {
+            return Err(refused(
+                format!("the feature probe's exclusive declaration of table ip {PROBE_TABLE}"),
+                0,
+                "accepted, expected EEXIST",
+            ))
+        }
     }
     Ok(KernelFeatures { destroy_elements })
 }
@@ -172,13 +197,14 @@ mod tests {
             table: vec![1, 2, 3],
             set: 4,
             destroy: 5,
-            abort: 6,
+            control: 6,
+            abort: 7,
         }
     }
 
     /// Answers as a kernel gives them: `errors` by sequence number, 0 for the rest.
     fn answers(errors: &[(u32, i32)]) -> Answers {
-        (1..=6)
+        (1..=7)
             .map(|seq| {
                 let e = errors.iter().find(|(s, _)| *s == seq).map(|(_, e)| *e);
                 (seq, e.map_or(Ok(()), Err))
@@ -187,29 +213,49 @@ mod tests {
     }
 
     fn judged(errors: &[(u32, i32)]) -> Result<KernelFeatures, ApplyError> {
-        judge(&answers(errors), &seqs(), 6, Duration::from_secs(1))
+        judge(&answers(errors), &seqs(), 7, Duration::from_secs(1))
     }
 
     #[test]
     fn the_answers_of_each_kernel_are_read_as_its_features() {
         // 6.3 and newer.
-        let f = judged(&[(6, libc::EEXIST)]).unwrap();
+        let f = judged(&[(6, libc::ENOENT), (7, libc::EEXIST)]).unwrap();
         assert!(f.destroy_elements);
         // 6.1: no NFT_MSG_DESTROYSETELEM.
-        let f = judged(&[(5, libc::EINVAL), (6, libc::EEXIST)]).unwrap();
+        let f = judged(&[(5, libc::EINVAL), (6, libc::ENOENT), (7, libc::EEXIST)]).unwrap();
         assert!(!f.destroy_elements);
     }
 
     #[test]
     fn a_probe_that_was_not_aborted_or_not_answered_proves_nothing() {
-        let not_aborted = judged(&[]).unwrap_err();
+        let committed = judged(&[]).unwrap_err();
         assert!(
-            not_aborted.to_string().contains("expected EEXIST"),
-            "{not_aborted}"
+            matches!(committed, ApplyError::ProbeCommitted { .. })
+                && committed
+                    .to_string()
+                    .contains("nft delete table ip nfcompile-probe"),
+            "{committed}"
         );
-        let mut some = answers(&[(6, libc::EEXIST)]);
+        let not_refused = judged(&[(6, libc::ENOENT)]).unwrap_err();
+        assert!(
+            not_refused.to_string().contains("expected EEXIST"),
+            "{not_refused}"
+        );
+        // A destroy the kernel knows but an element it cannot take: not a missing feature.
+        let bad_element = judged(&[(5, libc::EINVAL), (6, libc::EINVAL), (7, libc::EEXIST)]);
+        assert!(
+            matches!(
+                bad_element,
+                Err(ApplyError::Rejected {
+                    errno: libc::EINVAL,
+                    ..
+                })
+            ),
+            "{bad_element:?}"
+        );
+        let mut some = answers(&[(6, libc::ENOENT), (7, libc::EEXIST)]);
         some.remove(&4);
-        let unanswered = judge(&some, &seqs(), 6, Duration::from_secs(1)).unwrap_err();
+        let unanswered = judge(&some, &seqs(), 7, Duration::from_secs(1)).unwrap_err();
         assert!(
             matches!(unanswered, ApplyError::NoAnswer { missing: 1, .. }),
             "{unanswered:?}"
@@ -218,22 +264,22 @@ mod tests {
 
     #[test]
     fn only_a_refused_set_key_means_a_missing_feature() {
-        let e = judged(&[(4, libc::EOPNOTSUPP), (6, libc::EEXIST)]).unwrap_err();
+        let e = judged(&[(4, libc::EOPNOTSUPP), (6, libc::ENOENT), (7, libc::EEXIST)]).unwrap_err();
         assert!(
             matches!(e, ApplyError::Unsupported { feature, .. } if feature == INTERVAL_CONCATENATIONS),
             "{e:?}"
         );
-        let e = judged(&[(4, libc::ENOMEM), (6, libc::EEXIST)]).unwrap_err();
+        let e = judged(&[(4, libc::ENOMEM), (6, libc::ENOENT), (7, libc::EEXIST)]).unwrap_err();
         assert!(
             matches!(&e, ApplyError::Rejected { errno: libc::ENOMEM, what, .. } if what.contains("set")),
             "{e:?}"
         );
-        let e = judged(&[(1, libc::EBUSY), (6, libc::EEXIST)]).unwrap_err();
+        let e = judged(&[(1, libc::EBUSY), (6, libc::ENOENT), (7, libc::EEXIST)]).unwrap_err();
         assert!(
             matches!(&e, ApplyError::Rejected { what, .. } if what.contains("table")),
             "{e:?}"
         );
-        let e = judged(&[(2, libc::EPERM), (6, libc::EEXIST)]).unwrap_err();
+        let e = judged(&[(2, libc::EPERM), (6, libc::ENOENT), (7, libc::EEXIST)]).unwrap_err();
         assert!(matches!(e, ApplyError::NotPermitted), "{e:?}");
     }
 }

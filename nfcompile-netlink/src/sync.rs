@@ -37,23 +37,43 @@
 use std::time::{Duration, Instant};
 
 use nfcompile::diff::{diff, Transaction};
-use nfcompile::incremental::{stale_in, Change, Holdings, Incremental, Stale, StaleEndpoint};
+use nfcompile::incremental::{
+    stale_in, Change, Holdings, Incremental, Stale, StaleEndpoint, UdpServing,
+};
 use nfcompile::ir::Cluster;
 use nfcompile::model::{Element, Family, Ruleset};
 
 use crate::apply::{ApplyError, Connection};
 use crate::readback::{readback_with_generation, ReadbackError, SetReader};
 
+/// Why a sync, or a clean-up after it, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// A transaction was refused or not answered (nothing of it committed, see [`ApplyError`]).
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The kernel's tables could not be read.
     #[error(transparent)]
     Readback(#[from] ReadbackError),
+    /// The cluster does not compile.
     #[error(transparent)]
     Compile(#[from] nfcompile::CompileError),
+    /// [`Syncer::update`] before any [`Syncer::sync_cluster`].
     #[error("update() needs a cluster: call sync_cluster() first")]
     NoCluster,
+    /// Without `NFT_MSG_DESTROYSETELEM`, entries kept expiring between reading a map and
+    /// deleting from it; the parts that went are deleted, the next sweep tries the rest.
+    #[error("entries of set {set} ({family}) kept expiring while being deleted: {removed} deleted, the rest left for the next sweep after {attempts} attempts")]
+    Expiring {
+        /// The set.
+        set: String,
+        /// Its table's family, as nft names it (`ip`, `ip6`).
+        family: &'static str,
+        /// Reads and deletions tried.
+        attempts: usize,
+        /// Entries deleted meanwhile.
+        removed: usize,
+    },
 }
 
 /// What one sync or drift check did.
@@ -79,6 +99,7 @@ pub struct SyncReport {
     /// stands (the rules are in the kernel); the next sync looks for what is left in the
     /// kernel's state and deletes it.
     pub cleanup_failures: Vec<String>,
+    /// Wall time of the whole sync, clean-ups included.
     pub elapsed: Duration,
 }
 
@@ -88,6 +109,8 @@ enum Committed {
     Cluster(Box<Incremental>),
 }
 
+/// Keeps the kernel's `nfcompile` tables in step with a cluster or a ruleset, committing only
+/// differences (see the module documentation).
 #[derive(Default)]
 pub struct Syncer {
     /// Kept open between commits (see [`Connection`]); opened on first use.
@@ -103,6 +126,7 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// A syncer that has committed nothing yet: its first sync reads the kernel.
     pub fn new() -> Syncer {
         Syncer::default()
     }
@@ -116,6 +140,9 @@ impl Syncer {
     }
 
     /// Make the kernel hold `desired`, committing only what differs from the last sync.
+    /// Without the cluster it came from, UDP flows are judged by the maps alone: a flow to an
+    /// endpoint that left them goes, even while it still serves (terminating), and no sweep of
+    /// UDP flows runs; [`Syncer::sync_cluster`] keeps and sweeps them as kube-proxy does.
     pub fn sync(&mut self, mut desired: Ruleset) -> Result<SyncReport, SyncError> {
         let report = self.sync_model(&mut desired, None)?;
         self.committed = Some(Committed::Model(desired));
@@ -144,6 +171,19 @@ impl Syncer {
             let cluster = inc.cluster_with(changes);
             return self.sync_cluster(cluster);
         }
+        // The changed services' UDP frontends as the kernel serves them now: endpoints that
+        // stop serving lose their flows, also those the maps no longer held.
+        let udp_of = |inc: &Incremental| {
+            let changed = changes.iter().filter_map(|c| {
+                let (namespace, name) = c.name();
+                inc.service(namespace, name)
+            });
+            UdpServing::new(
+                changed,
+                nfcompile::lower::node_port_addresses(inc.cluster()),
+            )
+        };
+        let before = udp_of(inc);
         match inc.update(changes) {
             Ok(tx) => {
                 self.trusted = false;
@@ -151,20 +191,17 @@ impl Syncer {
                 let mut report = commit(connection, &tx, inc.shells(), None, false, start)?;
                 self.trusted = true;
                 report.incremental = true;
+                let after = udp_of(inc);
                 let mut stale = inc.stale(&tx);
-                // The changed services as they are now (none, for a removed one).
-                let changed: std::collections::HashSet<(&str, &str)> =
-                    changes.iter().map(Change::name).collect();
-                stale.keep_serving(
-                    inc.cluster()
-                        .services
-                        .iter()
-                        .filter(|s| changed.contains(&(s.namespace.as_str(), s.name.as_str()))),
-                );
-                let expected = self.sweep_pending.then(|| inc.expected());
-                let sweep = expected.as_ref().map(|desired| Sweep {
+                stale.add_lost_udp(&before, &after);
+                stale.keep_serving(&after);
+                // After a failed clean-up: sweep what the kernel holds (a whole model's cost).
+                let pending = self
+                    .sweep_pending
+                    .then(|| (inc.expected(), UdpServing::of_cluster(inc.cluster())));
+                let sweep = pending.as_ref().map(|(desired, udp)| Sweep {
                     desired,
-                    cluster: Some(inc.cluster()),
+                    udp: Some(udp),
                 });
                 let cleanup = clean_up(connection, &mut self.reader, inc.shells(), &stale, sweep);
                 self.sweep_pending = !cleanup.failures.is_empty();
@@ -210,10 +247,14 @@ impl Syncer {
         self.trusted = true;
         // A whole sync also sweeps: what an earlier clean-up left is found in the kernel.
         let mut stale = stale_in(&tx, desired);
-        if let Some(cluster) = cluster {
-            stale.keep_serving(&cluster.services);
+        let udp = cluster.map(UdpServing::of_cluster);
+        if let Some(udp) = &udp {
+            stale.keep_serving(udp);
         }
-        let sweep = Sweep { desired, cluster };
+        let sweep = Sweep {
+            desired,
+            udp: udp.as_ref(),
+        };
         let cleanup = clean_up(connection, &mut self.reader, desired, &stale, Some(sweep));
         self.sweep_pending = !cleanup.failures.is_empty();
         cleanup.into_report(&mut report);
@@ -321,16 +362,21 @@ fn clear_affinity_of(
             .collect())
     };
     let remove = |entries: &[Element]| connection.remove_elements(table, set, entries).map(|_| ());
-    remove_until_gone(read, remove, &set.name)
+    let family = match table.family {
+        Family::Ipv4 => "ip",
+        Family::Ipv6 => "ip6",
+    };
+    remove_until_gone(read, remove, (&set.name, family))
 }
 
 /// Read what must go and delete it in parts of [`REMOVAL_CHUNK`], reading again while a part
 /// was refused with ENOENT (an entry expired meanwhile, without `NFT_MSG_DESTROYSETELEM`);
-/// how many were deleted. `set` names the set in the error after [`REMOVAL_ATTEMPTS`].
+/// how many were deleted. `set` (name, family) names the set in [`SyncError::Expiring`] after
+/// [`REMOVAL_ATTEMPTS`].
 fn remove_until_gone(
     mut read: impl FnMut() -> Result<Vec<Element>, SyncError>,
     mut remove: impl FnMut(&[Element]) -> Result<(), ApplyError>,
-    set: &str,
+    set: (&str, &'static str),
 ) -> Result<usize, SyncError> {
     let mut removed = 0;
     for _ in 0..REMOVAL_ATTEMPTS {
@@ -350,13 +396,12 @@ fn remove_until_gone(
             return Ok(removed);
         }
     }
-    Err(SyncError::Apply(ApplyError::Rejected {
-        what: format!("deletion of elements of set {set}"),
-        errno: libc::ENOENT,
-        message: format!(
-            "entries kept expiring while being deleted ({REMOVAL_ATTEMPTS} tries; {removed} deleted)"
-        ),
-    }))
+    Err(SyncError::Expiring {
+        set: set.0.to_string(),
+        family: set.1,
+        attempts: REMOVAL_ATTEMPTS,
+        removed,
+    })
 }
 
 /// Delete the session-affinity entries `stale` describes (see
@@ -376,15 +421,15 @@ pub fn clear_affinity(
     Ok(cleared)
 }
 
-/// What a sweep judges the kernel's packet-made state against: the desired ruleset, and the
-/// cluster it was compiled from (without it, UDP flows are judged only from the transaction).
+/// What a sweep judges the kernel's packet-made state against.
 #[derive(Debug, Clone, Copy)]
 pub struct Sweep<'a> {
-    /// What the kernel holds after the commit.
+    /// What the kernel holds after the commit: affinity entries pointing elsewhere go.
     pub desired: &'a Ruleset,
-    /// Where `desired` came from: its serving endpoints decide which UDP flows may stay
-    /// ([`nfcompile::incremental::Holdings::with_serving`]).
-    pub cluster: Option<&'a Cluster>,
+    /// The UDP frontends and their serving endpoints ([`UdpServing::of_cluster`] of the
+    /// cluster `desired` came from); without it no UDP flow is swept, only those the
+    /// transaction made stale go.
+    pub udp: Option<&'a UdpServing>,
 }
 
 /// After a commit: delete the affinity entries and the UDP conntrack entries that point at
@@ -405,13 +450,7 @@ pub fn clean_up(
             sw.desired
                 .tables
                 .iter()
-                .map(|t| {
-                    let h = Holdings::of(t);
-                    (
-                        t.family,
-                        sw.cluster.map_or(h.clone(), |c| h.with_serving(c)),
-                    )
-                })
+                .map(|t| (t.family, Holdings::of(t)))
                 .collect()
         })
         .unwrap_or_default();
@@ -441,27 +480,24 @@ pub fn clean_up(
             "deleting session-affinity entries of removed endpoints: {e}"
         )),
     }
-    // UDP flows are swept only with the cluster: the endpoint maps hold only the endpoints
-    // chosen (ready over terminating, topology, Local lists), and a flow to any serving
-    // endpoint stays, as kube-proxy keeps it (`stale` is filtered so already, see
-    // [`Stale::keep_serving`]).
-    let swept =
-        |f: Family| held(f).filter(|h| h.has_udp() && sweep.is_some_and(|s| s.cluster.is_some()));
-    let families: Vec<Family> = [Family::Ipv4, Family::Ipv6]
-        .into_iter()
-        .filter(|f| stale.udp_flows.iter().any(|s| s.family == *f) || swept(*f).is_some())
-        .collect();
+    // UDP flows: those the transaction made stale, and with the serving endpoints every flow
+    // that one of our frontends DNATed to an endpoint that serves it no more.
+    let swept = sweep.and_then(|s| s.udp).filter(|u| !u.is_empty());
+    let mut families: Vec<Family> = swept.map(UdpServing::families).unwrap_or_default();
+    families.extend(stale.udp_flows.iter().map(|s| s.family));
+    families.sort();
+    families.dedup();
     let udp = crate::conntrack::delete_flows_where(&families, |family, flow| {
         stale
             .udp_flows
             .iter()
             .any(|s| s.family == family && crate::conntrack::matches(s, flow))
-            || swept(family).is_some_and(|h| crate::conntrack::stale_udp(h, flow))
+            || swept.is_some_and(|u| crate::conntrack::stale_udp(u, flow))
     });
     match udp {
         Ok(n) => out.udp_flows_cleared = n,
         Err(e) => out.failures.push(format!(
-            "deleting UDP conntrack entries of removed endpoints: {e}"
+            "deleting UDP conntrack entries of endpoints that left or stopped serving: {e}"
         )),
     }
     out
@@ -528,7 +564,7 @@ mod tests {
             m.retain(|e| !part.contains(e));
             Ok(())
         };
-        let result = remove_until_gone(read, remove, "affinity");
+        let result = remove_until_gone(read, remove, ("affinity", "ip"));
         let left = map.borrow().len();
         (result, left, batches)
     }
@@ -564,7 +600,7 @@ mod tests {
                 calls += 1;
                 Err(ApplyError::NotPermitted)
             },
-            "affinity",
+            ("affinity", "ip"),
         )
         .unwrap_err();
         assert!(

@@ -679,7 +679,7 @@ fn affinity_left_behind_is_swept_later_also_without_destroysetelem() {
             &nfcompile::incremental::Stale::default(),
             Some(nfcompile_netlink::Sweep {
                 desired: &after,
-                cluster: None,
+                udp: None,
             }),
         );
         let left = nft(&["list", "map", "ip", "nfcompile", "affinity"]);
@@ -886,4 +886,96 @@ fn the_syncer_keeps_counting_through_incremental_updates() {
     assert_eq!(kept, before, "an incremental update reset the counters");
     assert_eq!(after.0 .0, 5);
     assert!(listed.contains(&format!("counter {traffic_name}")));
+}
+
+/// The `Syncer`'s update path and UDP flows, as kube-proxy keeps them: a flow stays while its
+/// endpoint serves, also after the endpoint left the maps (terminating, another one ready);
+/// when it stops serving — no transaction mentions it then — its flows go. Real flows: local
+/// datagrams to the cluster IP, DNATed by the output hook to endpoints on loopback.
+#[test]
+fn the_syncer_keeps_udp_flows_while_their_endpoint_serves_and_then_deletes_them() {
+    if let Some(reason) = kernel_unavailable() {
+        return skip(
+            "the_syncer_keeps_udp_flows_while_their_endpoint_serves_and_then_deletes_them",
+            &reason,
+        );
+    }
+    use nfcompile::incremental::Change;
+    use nfcompile::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use nfcompile::ir::Protocol;
+    use nfcompile_netlink::conntrack::{delete_flows_where, Flow};
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    // .3 ready, terminating but serving, or terminating and no longer serving.
+    let svc = move |three: (bool, bool)| {
+        let mut s = ServiceBuilder::new("d", "dns", ip("10.96.0.2"))
+            .port("p", Protocol::Udp, 53)
+            .endpoint(ip("10.244.1.2"), Some("n2"), &[("p", 5353)])
+            .endpoint(ip("10.244.1.3"), Some("n2"), &[("p", 5353)])
+            .build();
+        let (ready, serving) = three;
+        s.endpoints[1].ready = ready;
+        s.endpoints[1].serving = serving;
+        s.endpoints[1].terminating = !ready;
+        s
+    };
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1")])
+        .service(svc((true, true)))
+        .build();
+    let flows = move || {
+        let seen = std::cell::RefCell::new(Vec::<Flow>::new());
+        delete_flows_where(&[nfcompile::model::Family::Ipv4], |_, f| {
+            if f.orig.dst == ip("10.96.0.2") {
+                seen.borrow_mut().push(f.clone());
+            }
+            false
+        })
+        .unwrap();
+        let seen = seen.into_inner();
+        let to = |a: &str| seen.iter().filter(|f| f.reply.src == ip(a)).count();
+        (to("10.244.1.2"), to("10.244.1.3"))
+    };
+    let (reports, counts) = in_fresh_netns(move || {
+        let sh = |cmd: &str| {
+            let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        sh("ip link set lo up && ip addr add 192.168.0.1/32 dev lo \
+            && ip addr add 10.244.1.2/32 dev lo && ip addr add 10.244.1.3/32 dev lo \
+            && ip route add 10.96.0.0/16 dev lo");
+        let _servers: Vec<std::net::UdpSocket> = ["10.244.1.2:5353", "10.244.1.3:5353"]
+            .iter()
+            .map(|a| std::net::UdpSocket::bind(a).unwrap())
+            .collect();
+        let mut s = nfcompile_netlink::Syncer::new();
+        s.sync_cluster(cluster).unwrap();
+        // 24 flows, one per client socket: each drew an endpoint.
+        let clients: Vec<std::net::UdpSocket> = (0..24)
+            .map(|_| {
+                let c = std::net::UdpSocket::bind("192.168.0.1:0").unwrap();
+                c.send_to(b"ping", "10.96.0.2:53").unwrap();
+                c
+            })
+            .collect();
+        let mut counts = vec![flows()];
+        let mut reports = Vec::new();
+        for three in [(false, true), (false, false)] {
+            reports.push(s.update(&[Change::Upsert(svc(three))]).unwrap());
+            counts.push(flows());
+        }
+        drop(clients);
+        (reports, counts)
+    });
+    let (to_2, to_3) = counts[0];
+    assert!(to_2 > 0 && to_3 > 0 && to_2 + to_3 == 24, "{counts:?}");
+    // Terminating but serving: it left the maps, its flows stay.
+    assert!(reports[0].incremental, "{:?}", reports[0]);
+    assert_eq!(reports[0].udp_flows_cleared, 0, "{:?}", reports[0]);
+    assert_eq!(counts[1], (to_2, to_3), "{counts:?}");
+    // No longer serving: the maps did not change, its flows go.
+    assert_eq!(reports[1].udp_flows_cleared, to_3, "{:?}", reports[1]);
+    assert_eq!(counts[2], (to_2, 0), "{counts:?}");
 }

@@ -29,7 +29,7 @@ use crate::ir::{Cluster, Service};
 use crate::lower::{self, names};
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
-pub use stale::{stale_in, Holdings, Stale, StaleEndpoint};
+pub use stale::{stale_in, Holdings, Stale, StaleEndpoint, UdpServing};
 
 /// One change reported by the caller's watch of the cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,7 +37,12 @@ pub enum Change {
     /// A new service, or new contents for an existing one (matched by namespace and name).
     Upsert(Service),
     /// The service of this namespace and name is gone.
-    Remove { namespace: String, name: String },
+    Remove {
+        /// The service's namespace.
+        namespace: String,
+        /// The service's name.
+        name: String,
+    },
 }
 
 impl Change {
@@ -165,6 +170,13 @@ impl Incremental {
             tables,
             shells,
         }
+    }
+
+    /// The service `namespace/name` as of the last successful update.
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.index
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|&i| &self.cluster.services[i])
     }
 
     /// The cluster as of the last successful update.

@@ -32,75 +32,173 @@ impl Stale {
         self.affinity_entries.is_empty() && self.udp_flows.is_empty()
     }
 
-    /// Keep the UDP flows of endpoints that `services` (as they are now) still have serving
-    /// their frontend: an endpoint leaves the maps when it starts terminating while another
-    /// is ready, but kube-proxy keeps UDP flows to every serving endpoint. Give the services
-    /// the transaction changed (or all of them).
-    pub fn keep_serving<'a>(&mut self, services: impl IntoIterator<Item = &'a crate::ir::Service>) {
-        if self.udp_flows.is_empty() {
-            return;
+    /// Keep the UDP flows of endpoints that still serve their frontend (`serving`, as the
+    /// services are now): an endpoint leaves the maps when it starts terminating while another
+    /// is ready, but kube-proxy keeps UDP flows to every serving endpoint.
+    pub fn keep_serving(&mut self, serving: &UdpServing) {
+        self.udp_flows
+            .retain(|s| !serving.serves(&s.frontend, &s.endpoint));
+    }
+
+    /// Add the UDP flows of endpoints that served a frontend in `before` and serve it no more
+    /// in `after` (both built from the same services, before and after a change; a service
+    /// gone from `after` loses every endpoint). These include endpoints that had left the maps
+    /// already (terminating ones whose flows were kept), which no transaction mentions.
+    pub fn add_lost_udp(&mut self, before: &UdpServing, after: &UdpServing) {
+        let mut seen: FxHashSet<StaleEndpoint> = self.udp_flows.iter().cloned().collect();
+        for (frontend, endpoints) in &before.serving {
+            let now = after.serving.get(frontend);
+            for endpoint in endpoints {
+                if now.is_some_and(|n| n.contains(endpoint)) {
+                    continue;
+                }
+                let Some(Value::Addr(addr)) = endpoint.first() else {
+                    continue;
+                };
+                let lost = StaleEndpoint {
+                    family: Family::of(addr),
+                    frontend: frontend.clone(),
+                    endpoint: endpoint.clone(),
+                };
+                if seen.insert(lost.clone()) {
+                    self.udp_flows.push(lost);
+                }
+            }
         }
-        let serving = serving_index(services);
-        self.udp_flows.retain(|s| {
-            !serving
-                .get(&s.frontend)
-                .is_some_and(|eps| eps.contains(&s.endpoint))
-        });
     }
 }
 
-/// Every serving endpoint (`address . port`) of each UDP frontend of `services` (`address .
-/// protocol . port`, and `protocol . port` for node ports), whether the maps hold it or not.
-fn serving_index<'a>(
-    services: impl IntoIterator<Item = &'a crate::ir::Service>,
-) -> FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>> {
-    let mut serving: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>> = FxHashMap::default();
-    let udp = Value::Proto(Protocol::Udp);
-    for svc in services {
-        for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
-            let Ok(number) = u16::try_from(port.port) else {
-                continue;
-            };
-            let endpoints: FxHashSet<Vec<Value>> = svc
-                .endpoints
-                .iter()
-                .filter(|ep| ep.serving)
-                .filter_map(|ep| {
-                    let to = ep
-                        .ports
-                        .iter()
-                        .find(|p| p.name == port.name && p.protocol == port.protocol)?;
-                    Some(vec![
-                        Value::Addr(ep.address),
-                        Value::Port(u16::try_from(to.port).ok()?),
-                    ])
-                })
-                .collect();
-            let addresses = svc
-                .cluster_ips
-                .iter()
-                .chain(&svc.external_ips)
-                .chain(&svc.load_balancer_ips);
-            let mut frontends: Vec<Vec<Value>> = addresses
-                .map(|a| vec![Value::Addr(*a), udp, Value::Port(number)])
-                .collect();
-            if let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
-                frontends.push(vec![udp, Value::Port(np)]);
-            }
-            for f in frontends {
-                serving
-                    .entry(f)
-                    .or_default()
-                    .extend(endpoints.iter().cloned());
+/// Which UDP flows may stay: every serving endpoint (`address . port`) of each UDP frontend
+/// of some services (`address . protocol . port`, and `protocol . port` for a node port on
+/// the node-port addresses), whether the maps hold it or not. As kube-proxy's
+/// `CleanStaleEntries`, a flow stays while its endpoint serves; unlike it, the endpoint's port
+/// counts too (a changed target port moves the flow).
+#[derive(Debug, Clone, Default)]
+pub struct UdpServing {
+    serving: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>>,
+    node_port_addresses: FxHashSet<IpAddr>,
+}
+
+impl UdpServing {
+    /// The UDP frontends of `services` and their serving endpoints; node ports are taken on
+    /// `node_port_addresses`.
+    pub fn new<'a>(
+        services: impl IntoIterator<Item = &'a crate::ir::Service>,
+        node_port_addresses: impl IntoIterator<Item = IpAddr>,
+    ) -> UdpServing {
+        let mut serving: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>> = FxHashMap::default();
+        let udp = Value::Proto(Protocol::Udp);
+        for svc in services {
+            for port in svc.ports.iter().filter(|p| p.protocol == Protocol::Udp) {
+                let Ok(number) = u16::try_from(port.port) else {
+                    continue;
+                };
+                // What the maps may hold: ready endpoints, and serving ones while terminating.
+                let endpoints: FxHashSet<Vec<Value>> = svc
+                    .endpoints
+                    .iter()
+                    .filter(|ep| ep.ready || ep.serving)
+                    .filter_map(|ep| {
+                        let to = ep
+                            .ports
+                            .iter()
+                            .find(|p| p.name == port.name && p.protocol == port.protocol)?;
+                        Some(vec![
+                            Value::Addr(ep.address),
+                            Value::Port(u16::try_from(to.port).ok()?),
+                        ])
+                    })
+                    .collect();
+                let addresses = svc
+                    .cluster_ips
+                    .iter()
+                    .chain(&svc.external_ips)
+                    .chain(&svc.load_balancer_ips);
+                let mut frontends: Vec<Vec<Value>> = addresses
+                    .map(|a| vec![Value::Addr(*a), udp, Value::Port(number)])
+                    .collect();
+                if let Some(np) = port.node_port.and_then(|p| u16::try_from(p).ok()) {
+                    frontends.push(vec![udp, Value::Port(np)]);
+                }
+                for f in frontends {
+                    serving
+                        .entry(f)
+                        .or_default()
+                        .extend(endpoints.iter().cloned());
+                }
             }
         }
+        UdpServing {
+            serving,
+            node_port_addresses: node_port_addresses.into_iter().collect(),
+        }
     }
-    serving
+
+    /// Every UDP frontend of `cluster`, node ports on the addresses that accept them.
+    pub fn of_cluster(cluster: &crate::ir::Cluster) -> UdpServing {
+        UdpServing::new(
+            &cluster.services,
+            crate::lower::node_port_addresses(cluster),
+        )
+    }
+
+    /// Whether there is no UDP frontend.
+    pub fn is_empty(&self) -> bool {
+        self.serving.is_empty()
+    }
+
+    /// The families of the frontends' endpoints (whose conntrack tables a sweep reads).
+    pub fn families(&self) -> Vec<Family> {
+        let mut out: Vec<Family> = self
+            .serving
+            .values()
+            .flatten()
+            .filter_map(|ep| match ep.first() {
+                Some(Value::Addr(a)) => Some(Family::of(a)),
+                _ => None,
+            })
+            .collect::<FxHashSet<Family>>()
+            .into_iter()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Whether `endpoint` (`address . port`) serves `frontend`.
+    pub fn serves(&self, frontend: &[Value], endpoint: &[Value]) -> bool {
+        self.serving
+            .get(frontend)
+            .is_some_and(|eps| eps.contains(endpoint))
+    }
+
+    /// Whether a UDP flow to `dst:dport`, answered from `reply_src:reply_sport`, must go: its
+    /// destination is one of these frontends, which has serving endpoints, and the answer
+    /// does not come from one of them — DNATed to an endpoint that serves no more, or not
+    /// DNATed at all (a flow that began before the frontend had rules, which would otherwise
+    /// keep going nowhere; kube-proxy deletes those too). A frontend without serving
+    /// endpoints rejects new flows; its old ones are left alone, as kube-proxy leaves them.
+    pub fn stale(&self, dst: IpAddr, dport: u16, reply_src: IpAddr, reply_sport: u16) -> bool {
+        let udp = Value::Proto(Protocol::Udp);
+        let own = self
+            .serving
+            .get([Value::Addr(dst), udp, Value::Port(dport)].as_slice());
+        let node_port = || {
+            self.node_port_addresses
+                .contains(&dst)
+                .then(|| self.serving.get([udp, Value::Port(dport)].as_slice()))
+                .flatten()
+        };
+        own.or_else(node_port).is_some_and(|eps| {
+            !eps.is_empty()
+                && !eps.contains([Value::Addr(reply_src), Value::Port(reply_sport)].as_slice())
+        })
+    }
 }
 
 /// One frontend that no longer has an endpoint, whose packet-made state must go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StaleEndpoint {
+    /// The table's family.
     pub family: Family,
     /// `address . protocol . port`, or `protocol . port` for a node port (any node address).
     pub frontend: Vec<Value>,
@@ -263,10 +361,6 @@ pub struct Holdings {
     endpoints: FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>>,
     /// The node-port addresses, when they are a set (else any local address).
     nodeport_addresses: Option<FxHashSet<Value>>,
-    has_udp: bool,
-    /// Every serving endpoint (`address . port`) of each UDP frontend, from the cluster
-    /// ([`Holdings::with_serving`]): the endpoint maps hold only the ones chosen.
-    serving: Option<FxHashMap<Vec<Value>, FxHashSet<Vec<Value>>>>,
 }
 
 impl Holdings {
@@ -298,25 +392,7 @@ impl Holdings {
                 _ => {}
             }
         }
-        h.has_udp = h
-            .frontends
-            .iter()
-            .any(|f| f.contains(&Value::Proto(Protocol::Udp)));
         h
-    }
-
-    /// Add what judging UDP flows needs: every serving endpoint of each UDP service port of
-    /// `cluster` (the one `table` was compiled from), chosen or not. kube-proxy keeps flows to
-    /// any serving endpoint — a terminating one, one in another zone, one a Local policy does
-    /// not pick here — and so does the sweep ([`Holdings::stale_udp`]).
-    pub fn with_serving(mut self, cluster: &crate::ir::Cluster) -> Holdings {
-        self.serving = Some(serving_index(&cluster.services));
-        self
-    }
-
-    /// Whether the table has UDP frontends (whose flows a sweep must look at).
-    pub fn has_udp(&self) -> bool {
-        self.has_udp
     }
 
     /// The frontend a connection to `address . protocol . port` was dispatched by: the
@@ -353,27 +429,5 @@ impl Holdings {
             Some(f) => !self.affinity.contains(&f) || !self.holds(&f, to),
             None => true,
         }
-    }
-
-    /// Whether a UDP flow to `dst:dport`, answered from `reply_src:reply_sport`, was DNATed by
-    /// one of this table's frontends to an endpoint that no longer serves it (kube-proxy's
-    /// `CleanStaleEntries`, per port). A flow that was not DNATed (answered by its own
-    /// destination), or whose destination is no frontend here, is left alone: it may not be
-    /// ours; and without [`Holdings::with_serving`] every flow is.
-    pub fn stale_udp(&self, dst: IpAddr, dport: u16, reply_src: IpAddr, reply_sport: u16) -> bool {
-        if (reply_src, reply_sport) == (dst, dport) {
-            return false;
-        }
-        self.serving_of(dst, dport).is_some_and(|eps| {
-            !eps.contains([Value::Addr(reply_src), Value::Port(reply_sport)].as_slice())
-        })
-    }
-
-    /// The serving endpoints of the UDP frontend that takes `dst:dport`.
-    fn serving_of(&self, dst: IpAddr, dport: u16) -> Option<&FxHashSet<Vec<Value>>> {
-        let serving = self.serving.as_ref()?;
-        let proto = Value::Proto(Protocol::Udp);
-        self.frontend(Value::Addr(dst), proto, Value::Port(dport))
-            .and_then(|f| serving.get(&f))
     }
 }

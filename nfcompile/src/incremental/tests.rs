@@ -518,9 +518,7 @@ fn holdings_judge_state_read_back_from_the_kernel() {
         .service(plain)
         .build();
     let table = &crate::compile(&cluster).unwrap().tables[0];
-    let without_cluster = Holdings::of(table);
-    let h = Holdings::of(table).with_serving(&cluster);
-    assert!(h.has_udp());
+    let h = Holdings::of(table);
     let entry = |client: &str, addr: &str, port: u16, ep: &str| Element {
         key: vec![
             Value::Addr(ip(client)),
@@ -543,20 +541,59 @@ fn holdings_judge_state_read_back_from_the_kernel() {
     // Through the node port, on the node's address.
     assert!(!h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.1")));
     assert!(h.stale_affinity(&entry("203.0.113.1", "192.168.0.1", 30053, "10.244.1.9")));
-    // UDP flows: DNATed to a serving endpoint (chosen or not), not DNATed, or to an address
-    // that is no frontend are left alone; DNATed to an endpoint that does not serve the
-    // frontend is stale.
-    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.2"), 5353));
-    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.3"), 5353));
-    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.4"), 5353));
-    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.2"), 5354));
-    assert!(h.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.9"), 5353));
-    assert!(h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.2"), 5353));
-    assert!(!h.stale_udp(ip("192.168.0.1"), 30053, ip("10.244.1.1"), 5353));
-    assert!(!h.stale_udp(ip("10.96.0.2"), 53, ip("10.96.0.2"), 53));
-    assert!(!h.stale_udp(ip("10.1.2.3"), 53, ip("10.244.1.9"), 5353));
-    // Without the cluster's serving endpoints no flow is judged stale.
-    assert!(!without_cluster.stale_udp(ip("10.96.0.2"), 53, ip("10.244.1.9"), 5353));
+}
+
+#[test]
+fn udp_flows_stay_while_their_endpoint_serves() {
+    use crate::ir::builder::{ClusterBuilder, ServiceBuilder};
+    use crate::ir::Protocol;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let mut plain = ServiceBuilder::new("d", "plain", ip("10.96.0.2"))
+        .node_port("p", Protocol::Udp, 53, 30053)
+        .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)])
+        .endpoint(ip("10.244.1.3"), Some("n1"), &[("p", 5353)])
+        .endpoint(ip("10.244.1.4"), Some("n1"), &[("p", 5353)])
+        .build();
+    // .3 is terminating but still serving (the maps hold only ready .2), .4 serves no more.
+    plain.endpoints[1].ready = false;
+    plain.endpoints[1].terminating = true;
+    plain.endpoints[2].ready = false;
+    plain.endpoints[2].serving = false;
+    plain.endpoints[2].terminating = true;
+    let empty = ServiceBuilder::new("d", "empty", ip("10.96.0.3"))
+        .port("p", Protocol::Udp, 53)
+        .build();
+    let tcp = ServiceBuilder::new("d", "tcp", ip("10.96.0.4"))
+        .port("p", Protocol::Tcp, 53)
+        .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)])
+        .build();
+    let cluster = ClusterBuilder::new("n1", [ip("192.168.0.1"), ip("192.168.0.2")])
+        .service(plain)
+        .service(empty)
+        .service(tcp)
+        .build();
+    let u = UdpServing::of_cluster(&cluster);
+    let stale = |dst: &str, dport, src: &str, sport| u.stale(ip(dst), dport, ip(src), sport);
+    // To a serving endpoint, chosen or not: stays.
+    assert!(!stale("10.96.0.2", 53, "10.244.1.2", 5353));
+    assert!(!stale("10.96.0.2", 53, "10.244.1.3", 5353));
+    // To one that serves no more, another port, an unknown endpoint: goes.
+    assert!(stale("10.96.0.2", 53, "10.244.1.4", 5353));
+    assert!(stale("10.96.0.2", 53, "10.244.1.2", 5354));
+    assert!(stale("10.96.0.2", 53, "10.244.1.9", 5353));
+    // Not DNATed at all (began before the rules): goes, so the next datagram is.
+    assert!(stale("10.96.0.2", 53, "10.96.0.2", 53));
+    // The node port on the node's primary address (the default node-port addresses) only.
+    assert!(!stale("192.168.0.1", 30053, "10.244.1.2", 5353));
+    assert!(stale("192.168.0.1", 30053, "10.244.1.4", 5353));
+    assert!(!stale("192.168.0.2", 30053, "10.244.1.4", 5353));
+    assert!(!stale("203.0.113.7", 30053, "203.0.113.7", 30053));
+    // No frontend, a frontend without endpoints, a TCP service's address: left alone.
+    assert!(!stale("10.1.2.3", 53, "10.244.1.9", 5353));
+    assert!(!stale("10.96.0.3", 53, "10.244.1.9", 5353));
+    assert!(!stale("10.96.0.4", 53, "10.244.1.9", 5353));
+    assert_eq!(u.families(), vec![crate::model::Family::Ipv4]);
+    assert!(UdpServing::default().is_empty());
 }
 
 #[test]
@@ -588,11 +625,65 @@ fn udp_flows_of_a_terminating_endpoint_that_still_serves_are_kept() {
         let tx = crate::diff::diff(&before_both, &desired);
         let mut stale = stale_in(&tx, &desired);
         assert_eq!(stale.udp_flows.len(), 1, "{stale:?}");
-        stale.keep_serving(&after.services);
+        stale.keep_serving(&UdpServing::of_cluster(&after));
         assert_eq!(
             stale.udp_flows.is_empty(),
             serving,
             "serving {serving}: {stale:?}"
         );
     }
+}
+
+/// A terminating endpoint's flows were kept while it served; when it stops serving (or goes)
+/// no transaction mentions it — it left the maps already — so the change of what serves finds
+/// it (the `Syncer`'s update path).
+#[test]
+fn an_endpoint_that_stops_serving_after_leaving_the_maps_loses_its_flows() {
+    use crate::ir::builder::ServiceBuilder;
+    use crate::ir::Protocol;
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let svc = |serving: Option<bool>| {
+        let mut b = ServiceBuilder::new("d", "dns", ip("10.96.0.2"))
+            .node_port("p", Protocol::Udp, 53, 30053)
+            .endpoint(ip("10.244.1.2"), Some("n1"), &[("p", 5353)]);
+        if serving.is_some() {
+            b = b.endpoint(ip("10.244.1.3"), Some("n1"), &[("p", 5353)]);
+        }
+        let mut s = b.build();
+        if let Some(serving) = serving {
+            s.endpoints[1].ready = false;
+            s.endpoints[1].terminating = true;
+            s.endpoints[1].serving = serving;
+        }
+        s
+    };
+    let addrs = [ip("192.168.0.1")];
+    let terminating = UdpServing::new([&svc(Some(true))], addrs);
+    for after in [Some(false), None] {
+        let after_svc = svc(after);
+        let now = UdpServing::new([&after_svc], addrs);
+        let mut stale = Stale::default();
+        stale.add_lost_udp(&terminating, &now);
+        stale.keep_serving(&now);
+        let mut lost: Vec<(String, String)> = stale
+            .udp_flows
+            .iter()
+            .map(|s| (format!("{:?}", s.frontend), format!("{:?}", s.endpoint)))
+            .collect();
+        lost.sort();
+        // The cluster IP and the node port, each to .3.
+        assert_eq!(lost.len(), 2, "{after:?}: {lost:?}");
+        assert!(
+            lost.iter().all(|(_, ep)| ep.contains("10.244.1.3")),
+            "{lost:?}"
+        );
+    }
+    // The service removed: every endpoint of both frontends.
+    let mut stale = Stale::default();
+    stale.add_lost_udp(&terminating, &UdpServing::default());
+    assert_eq!(stale.udp_flows.len(), 4, "{stale:?}");
+    // Nothing lost, nothing added.
+    let mut stale = Stale::default();
+    stale.add_lost_udp(&terminating, &terminating);
+    assert!(stale.is_empty());
 }

@@ -1809,6 +1809,25 @@ fn from_pod_match(cluster: &Cluster, family: Family) -> Option<Match> {
     }
 }
 
+/// The node's addresses that accept node ports, in both families (for `AnyLocal`, every
+/// address of the node but loopback: the ones the cluster knows of).
+pub fn node_port_addresses(cluster: &Cluster) -> Vec<IpAddr> {
+    [Family::Ipv4, Family::Ipv6]
+        .into_iter()
+        .flat_map(|f| match node_port_dest(cluster, f) {
+            NodePortDest::None => Vec::new(),
+            NodePortDest::Addresses(ips) => ips,
+            NodePortDest::AnyLocal => cluster
+                .node
+                .addresses
+                .iter()
+                .filter(|a| Family::of(a) == f && !a.is_loopback())
+                .copied()
+                .collect(),
+        })
+        .collect()
+}
+
 fn node_port_dest(cluster: &Cluster, family: Family) -> NodePortDest {
     let node_ips: Vec<IpAddr> = cluster
         .node
