@@ -2,8 +2,6 @@
 //! one libnftnl object per element cost more than writing the bytes (tens of thousands of
 //! allocations on a cold load).
 
-pub(crate) const NLA_F_NESTED: u16 = 0x8000;
-
 /// nf_tables attribute numbers (`linux/netfilter/nf_tables.h`) for set elements.
 pub(crate) mod nft {
     // enum nft_set_elem_list_attributes
@@ -54,3 +52,4 @@ pub(crate) fn nested(buf: &mut Vec<u8>, kind: u16, inner: impl FnOnce(&mut Vec<u
     let len = (buf.len() - start) as u16;
     buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
 }
+use crate::wire::NLA_F_NESTED;

@@ -7,6 +7,12 @@
 //! A table is replaced whole, the way the text backend's script does it: declare it, delete
 //! it, declare it again with its contents — all inside one transaction.
 
+use crate::wire::{
+    NFT_MSG_DELCHAIN, NFT_MSG_DELOBJ, NFT_MSG_DELRULE, NFT_MSG_DELSET, NFT_MSG_DELSETELEM,
+    NFT_MSG_DELTABLE, NFT_MSG_DESTROYSETELEM, NFT_MSG_NEWCHAIN, NFT_MSG_NEWOBJ, NFT_MSG_NEWRULE,
+    NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE,
+    NLM_F_EXCL,
+};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::raw::c_void;
@@ -21,22 +27,6 @@ use crate::bytecode::{self, encode_rule, Insn, SetInfo, SetName};
 use crate::object::{cstr, Object, Owned};
 use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec};
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_DELTABLE: u16 = 2;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_DELCHAIN: u16 = 5;
-const NFT_MSG_DELRULE: u16 = 8;
-const NFT_MSG_DELSET: u16 = 11;
-const NFT_MSG_DELSETELEM: u16 = 14;
-const NFT_MSG_NEWOBJ: u16 = 18;
-const NFT_MSG_DELOBJ: u16 = 20;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_APPEND: u16 = 0x800;
 const NF_ACCEPT: u32 = 1;
 
 /// A finished batch and, per sequence number, what its message carried.
@@ -273,9 +263,6 @@ pub fn encode_transaction(tx: &nfcompile::diff::Transaction, desired: &Ruleset) 
     }
     enc.finish()
 }
-
-/// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): delete, and no error for an element already gone.
-const NFT_MSG_DESTROYSETELEM: u16 = 30;
 
 /// How [`encode_remove_elements`] deletes elements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,6 +19,7 @@ pub mod readback;
 pub mod sets;
 pub mod socket;
 pub mod sync;
+pub(crate) mod wire;
 
 pub use apply::{apply, apply_transaction, ApplyError, Connection, Summary};
 pub use features::KernelFeatures;

@@ -6,6 +6,12 @@
 //! of dynamic sets (session-affinity state, written by packets) are not part of a ruleset.
 //! Element order is the kernel's; [`normalize`] sorts elements for comparisons.
 
+use crate::wire::{
+    NFNL_SUBSYS_NFTABLES, NFT_MSG_GETCHAIN, NFT_MSG_GETGEN, NFT_MSG_GETOBJ, NFT_MSG_GETRULE,
+    NFT_MSG_GETSET, NFT_MSG_GETSETELEM, NFT_MSG_GETTABLE, NFT_MSG_NEWCHAIN, NFT_MSG_NEWGEN,
+    NFT_MSG_NEWOBJ, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM, NFT_MSG_NEWTABLE,
+    NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+};
 use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
@@ -33,24 +39,7 @@ pub enum ReadbackError {
     },
 }
 
-const NFT_MSG_NEWTABLE: u16 = 0;
-const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
-const NFT_MSG_GETCHAIN: u16 = 4;
-const NFT_MSG_NEWRULE: u16 = 6;
-const NFT_MSG_GETRULE: u16 = 7;
-const NFT_MSG_NEWSET: u16 = 9;
-const NFT_MSG_GETSET: u16 = 10;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_GETSETELEM: u16 = 13;
-const NFT_MSG_NEWOBJ: u16 = 18;
-const NFT_MSG_GETOBJ: u16 = 19;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_DUMP: u16 = 0x300;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const SUBSYS: u16 = 10 << 8;
+const SUBSYS: u16 = NFNL_SUBSYS_NFTABLES << 8;
 
 /// The object a reply carries, or an error naming its kind when libnftnl cannot parse it.
 ///
@@ -184,8 +173,6 @@ pub fn readback_with_generation() -> Result<(Ruleset, u32), ReadbackError> {
     )))
 }
 
-const NFT_MSG_GETGEN: u16 = 16;
-const NFT_MSG_NEWGEN: u16 = 15;
 const NFTA_GEN_ID: u16 = 1;
 
 /// The current nf_tables generation id.

@@ -5,6 +5,7 @@
 //! message asks for an ACK; when one fails the kernel aborts the batch and the batch-end
 //! message gets no answer, so collection stops on a timeout rather than waiting for "all".
 
+use crate::wire::{NLMSG_ERROR, NLMSG_HDRLEN};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::unix::io::AsRawFd;
@@ -18,9 +19,6 @@ pub type Answers = BTreeMap<u32, Result<(), i32>>;
 pub struct NetlinkSocket {
     socket: mnl::Socket,
 }
-
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_HDRLEN: usize = 16;
 
 impl NetlinkSocket {
     pub fn open() -> io::Result<Self> {
