@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use nfcompile::lower::counters::{self, CounterKind, ServicePortName};
+use nfcompile::layout::counters::{self, CounterKind, ServicePortName};
 use nfcompile::model::Family;
 use nfcompile_netlink::CounterValue;
 

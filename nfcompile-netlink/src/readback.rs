@@ -1,5 +1,5 @@
 //! Reading our tables back from the kernel into the model: netlink dumps parsed by libnftnl,
-//! then [`crate::decode`]. Only tables named [`nfcompile::lower::TABLE`] are ever read.
+//! then [`crate::decode`]. Only tables named [`nfcompile::layout::TABLE`] are ever read.
 //!
 //! What the kernel adds or changes is normalised away: handles are not kept, anonymous sets
 //! are inlined into their rules, interval elements become prefixes again, and the contents
@@ -204,7 +204,7 @@ fn generation(d: &mut Dumper) -> Result<u32, ReadbackError> {
 
 fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackError> {
     let fam = crate::bytecode::nfproto(family) as u16;
-    let name = nfcompile::lower::TABLE;
+    let name = nfcompile::layout::TABLE;
 
     // The table itself (a plain get: ENOENT when absent).
     let mut comment = None;
@@ -468,7 +468,7 @@ pub fn read_counters() -> Result<Vec<CounterValue>, ReadbackError> {
 /// The counter objects of our table in `family` (none when the table does not exist).
 fn dump_counters(d: &mut Dumper, family: Family) -> Result<Vec<CounterValue>, ReadbackError> {
     let fam = crate::bytecode::nfproto(family) as u16;
-    let name = nfcompile::lower::TABLE;
+    let name = nfcompile::layout::TABLE;
     let mut out = Vec::new();
     d.request(
         NFT_MSG_GETOBJ,
@@ -613,7 +613,7 @@ fn dump_elements(
     set: &str,
     each: &mut dyn FnMut(*const libc::nlmsghdr) -> Result<(), ReadbackError>,
 ) -> Result<bool, ReadbackError> {
-    let s = Owned::<sys::nftnl_set>::of_table(nfcompile::lower::TABLE);
+    let s = Owned::<sys::nftnl_set>::of_table(nfcompile::layout::TABLE);
     unsafe { s.set_str(sys::NFTNL_SET_NAME, set) };
     d.request(
         NFT_MSG_GETSETELEM,

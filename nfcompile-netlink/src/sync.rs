@@ -178,10 +178,7 @@ impl Syncer {
                 let (namespace, name) = c.name();
                 inc.service(namespace, name)
             });
-            UdpServing::new(
-                changed,
-                nfcompile::lower::node_port_addresses(inc.cluster()),
-            )
+            UdpServing::of_services(inc.cluster(), changed)
         };
         let before = udp_of(inc);
         match inc.update(changes) {
@@ -346,7 +343,7 @@ fn clear_affinity_of(
     stale: &[&StaleEndpoint],
     sweep: Option<&Holdings>,
 ) -> Result<usize, SyncError> {
-    let Some(set) = table.set(nfcompile::lower::names::AFFINITY) else {
+    let Some(set) = table.set(nfcompile::layout::names::AFFINITY) else {
         return Ok(0);
     };
     if stale.is_empty() && sweep.is_none() {
@@ -465,7 +462,7 @@ pub fn clean_up(
                 .collect();
             let sweep = held(table.family);
             if mine.is_empty() && sweep.is_none()
-                || table.set(nfcompile::lower::names::AFFINITY).is_none()
+                || table.set(nfcompile::layout::names::AFFINITY).is_none()
             {
                 continue;
             }

@@ -832,10 +832,10 @@ fn the_syncer_keeps_counting_through_incremental_updates() {
     let svc = cluster.services[4].clone();
     let ip = svc.cluster_ips[0];
     let port = svc.ports[0].clone();
-    let name = nfcompile::lower::counters::ServicePortName::of(&svc, &port);
+    let name = nfcompile::layout::counters::ServicePortName::of(&svc, &port);
     let (traffic, connections) = (
-        name.counter(nfcompile::lower::counters::CounterKind::Traffic),
-        name.counter(nfcompile::lower::counters::CounterKind::Connections),
+        name.counter(nfcompile::layout::counters::CounterKind::Traffic),
+        name.counter(nfcompile::layout::counters::CounterKind::Connections),
     );
     let traffic_name = traffic.clone();
     let (before, after, reports, listed) = in_fresh_netns(move || {

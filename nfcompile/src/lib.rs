@@ -17,6 +17,7 @@ pub mod error;
 pub mod front;
 pub mod incremental;
 pub mod ir;
+pub mod layout;
 pub mod lower;
 pub mod model;
 pub mod optimize;

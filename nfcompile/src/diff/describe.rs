@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use serde::Serialize;
 
 use super::{Op, Transaction};
-use crate::lower::{behaviour_is_local, names, LOCAL_SLOT_OFFSET};
+use crate::layout::{
+    is_endpoint_map, names, BehaviourName, FrontendComment, Role, LOCAL_SLOT_OFFSET,
+};
 use crate::model::{ElementData, Ruleset, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -51,11 +53,6 @@ fn fmt_value(v: &Value) -> String {
         Value::Port(p) => p.to_string(),
         Value::Integer(i) => i.to_string(),
     }
-}
-
-/// An endpoint map, sharded or not.
-fn is_endpoint_map(set: &str) -> bool {
-    set.starts_with(names::ENDPOINTS) || set.starts_with(names::NODEPORT_ENDPOINTS)
 }
 
 /// Frontend keys a transaction touches, or `None` when it may touch any (a table or a
@@ -127,13 +124,15 @@ fn frontends(
             let Some(s) = t.set(map) else { continue };
             for e in s.elements.iter().filter(|e| wanted(&e.key)) {
                 let Some(comment) = &e.comment else { continue };
-                let (id, kind) = comment.split_once(' ').unwrap_or((comment, ""));
-                let service = id.split(':').next().unwrap_or(id).to_string();
-                let label = match (kind, e.key.as_slice()) {
-                    ("nodeport", [proto, port]) => {
+                let Some(parsed) = FrontendComment::parse(comment) else {
+                    continue;
+                };
+                let service = parsed.service();
+                let label = match (parsed.role, e.key.as_slice()) {
+                    (Role::NodePort, [proto, port]) => {
                         format!("node port {}/{}", fmt_value(port), fmt_value(proto))
                     }
-                    ("external", [addr, proto, port]) => format!(
+                    (Role::External, [addr, proto, port]) => format!(
                         "external {}:{}/{}",
                         fmt_value(addr),
                         fmt_value(port),
@@ -152,7 +151,8 @@ fn frontends(
                     },
                     _ => String::new(),
                 };
-                let local = behaviour_is_local(&target)
+                let local = BehaviourName::parse(&target)
+                    .is_some_and(|b| b.is_local())
                     .then(|| local_eps.get(&e.key).cloned().unwrap_or_default());
                 out.insert(
                     (fam.clone(), e.key.clone()),

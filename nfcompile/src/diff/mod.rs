@@ -217,7 +217,7 @@ pub(crate) fn same_but_size(a: &Set, b: &Set) -> bool {
 }
 
 /// Let `desired` keep the sizes `current` (the kernel's, or the last commit) gives its sets
-/// while they fit: a size is a capacity ([`crate::lower::capacity`]), and recreating a set
+/// while they fit: a size is a capacity ([`crate::layout::capacity`]), and recreating a set
 /// because its count crossed a power of two would reload all its elements. A set is
 /// resized when its elements no longer fit, or when it is more than four times the size
 /// the lowering wants. Returns how many sizes were kept.
@@ -241,7 +241,7 @@ pub fn keep_capacities(current: &Ruleset, desired: &mut Ruleset) -> usize {
             if live != want
                 && fits
                 && modest
-                && crate::lower::capacity::sized_by_capacity(set.flags)
+                && crate::layout::capacity::sized_by_capacity(set.flags)
                 && same_but_size(have, set)
             {
                 set.size = Some(live);

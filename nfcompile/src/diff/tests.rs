@@ -209,7 +209,7 @@ fn plans_describe_services() {
 }
 
 fn endpoints_set(rs: &Ruleset) -> &Set {
-    rs.tables[0].set(crate::lower::names::ENDPOINTS).unwrap()
+    rs.tables[0].set(crate::layout::names::ENDPOINTS).unwrap()
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn a_full_sync_keeps_a_sets_size_while_its_elements_fit() {
     assert_eq!(endpoints_set(&more).size, Some(1024));
     let tx = check(&live, &more, "more endpoints");
     assert!(tx.ops.iter().any(
-        |op| matches!(op, Op::DeleteSet { set, .. } if set == crate::lower::names::ENDPOINTS)
+        |op| matches!(op, Op::DeleteSet { set, .. } if set == crate::layout::names::ENDPOINTS)
     ));
 
     // A set more than 4× the size it needs shrinks.
@@ -257,7 +257,7 @@ fn the_model_refuses_elements_past_a_sets_size_like_the_kernel() {
     b.tables[0]
         .sets
         .iter_mut()
-        .find(|s| s.name == crate::lower::names::ENDPOINTS)
+        .find(|s| s.name == crate::layout::names::ENDPOINTS)
         .unwrap()
         .size = size;
     let Err(err) = apply(&a, &diff(&a, &b)) else {

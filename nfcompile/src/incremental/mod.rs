@@ -26,7 +26,8 @@ use rustc_hash::FxHashMap;
 
 use crate::diff::{add_new_chain, same_but_size, Op, TableRef, Transaction};
 use crate::ir::{Cluster, Service};
-use crate::lower::{self, names};
+use crate::layout::names;
+use crate::lower;
 use crate::model::{Chain, Element, Family, Rule, Ruleset, Table};
 
 pub use stale::{stale_in, Holdings, Stale, StaleEndpoint, UdpServing};
@@ -94,7 +95,7 @@ fn node_level(set: &str) -> bool {
 /// rules depend on the protocols in use); a service may only use rules they have.
 fn fixed(chain: &Chain) -> bool {
     chain.base.is_some()
-        || chain.name.starts_with("affinity-")
+        || crate::layout::is_affinity_chain(&chain.name).is_some()
         || [
             names::SERVICES_CHAIN,
             names::COUNT_TRAFFIC_CHAIN,
@@ -133,7 +134,7 @@ impl Incremental {
             .iter_mut()
             .enumerate()
             .map(|(table, t)| {
-                let shards = lower::shard_counts(t);
+                let shards = crate::layout::shard_counts(t);
                 let counters = std::mem::take(&mut t.counters).into_iter().collect();
                 let elements = t
                     .sets

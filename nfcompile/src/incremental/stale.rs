@@ -14,7 +14,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::diff::{Op, Transaction};
 use crate::ir::Protocol;
-use crate::lower::{names, LOCAL_SLOT_OFFSET};
+use crate::layout::{is_endpoint_map, names, LOCAL_SLOT_OFFSET};
 use crate::model::{Element, ElementData, Family, Ruleset, Value};
 
 /// The packet-made state a commit leaves pointing at endpoints that left their frontend.
@@ -136,10 +136,16 @@ impl UdpServing {
 
     /// Every UDP frontend of `cluster`, node ports on the addresses that accept them.
     pub fn of_cluster(cluster: &crate::ir::Cluster) -> UdpServing {
-        UdpServing::new(
-            &cluster.services,
-            crate::lower::node_port_addresses(cluster),
-        )
+        UdpServing::of_services(cluster, &cluster.services)
+    }
+
+    /// The UDP frontends of `services` (some of `cluster`'s, or new versions of them), node
+    /// ports on the addresses of `cluster` that accept them.
+    pub fn of_services<'a>(
+        cluster: &crate::ir::Cluster,
+        services: impl IntoIterator<Item = &'a crate::ir::Service>,
+    ) -> UdpServing {
+        UdpServing::new(services, crate::lower::node_port_addresses(cluster))
     }
 
     /// Whether there is no UDP frontend.
@@ -218,10 +224,6 @@ impl StaleEndpoint {
             && *to == self.endpoint
             && key[4 - self.frontend.len()..] == self.frontend[..]
     }
-}
-
-fn is_endpoint_map(set: &str) -> bool {
-    set.starts_with(names::ENDPOINTS) || set.starts_with(names::NODEPORT_ENDPOINTS)
 }
 
 /// Stale (frontend, endpoint) pairs after `tx`, in one pass: endpoint-map elements it deletes

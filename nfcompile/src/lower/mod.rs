@@ -55,8 +55,6 @@
 //! `goto reject-chain` (the client is refused at once); `Local` policies with no local
 //! endpoint reach the end of the local selection chain, which drops.
 
-pub mod capacity;
-pub mod counters;
 pub mod endpoints;
 pub mod maglev;
 
@@ -71,50 +69,16 @@ use crate::ir::{
     Cluster, DetectLocal, Family, LoadBalancing, NodePortAddresses, Protocol, Service, ServicePort,
     TrafficPolicy,
 };
+use crate::layout::counters;
 use crate::model::*;
-use crate::validate::{Validated, MAX_ENDPOINTS};
+use crate::validate::Validated;
 use endpoints::{Target, Targets};
 
-/// The table every backend owns; nothing outside it is ever touched.
-pub const TABLE: &str = "nfcompile";
-/// First slot of the node-local endpoint list of a frontend.
-pub const LOCAL_SLOT_OFFSET: u32 = MAX_ENDPOINTS as u32;
-/// Capacity of the dynamic session-affinity map.
-pub const AFFINITY_MAP_SIZE: u32 = 1 << 20;
-
-/// Names of the fixed sets, maps and chains, shared with the backends that read them back.
-pub mod names {
-    pub const SERVICE_IPS: &str = "service-ips";
-    pub const SERVICE_NODEPORTS: &str = "service-nodeports";
-    pub const ENDPOINTS: &str = "endpoints";
-    pub const NODEPORT_ENDPOINTS: &str = "nodeport-endpoints";
-    pub const CLUSTER_IPS: &str = "cluster-ips";
-    pub const SERVICE_CIDRS: &str = "service-cidrs";
-    pub const NODEPORT_IPS: &str = "nodeport-ips";
-    pub const FIREWALL_SERVICES: &str = "firewall-services";
-    /// `firewall-allow-tcp` …: allowed sources (`daddr . dport . saddr`, an interval set) per
-    /// protocol. The protocol is not in the key: an `inet_proto` inside an interval
-    /// concatenation needs a byteorder instruction of length 1 and size 2, which Linux refuses
-    /// since 6.12.115 ("nft_byteorder: remove multi-register support") and nft before 1.1.0
-    /// still emits.
-    pub fn firewall_allow(proto: crate::ir::Protocol) -> String {
-        format!("firewall-allow-{}", proto.nft_name())
-    }
-    pub const HAIRPIN: &str = "hairpin";
-    pub const AFFINITY: &str = "affinity";
-    pub const AFFINITY_SERVICES: &str = "affinity-services";
-    pub const AFFINITY_NODEPORTS: &str = "affinity-nodeports";
-    pub const SERVICE_TRAFFIC: &str = "service-traffic";
-    pub const NODEPORT_TRAFFIC: &str = "nodeport-traffic";
-    pub const SERVICE_CONNECTIONS: &str = "service-connections";
-    pub const NODEPORT_CONNECTIONS: &str = "nodeport-connections";
-    pub const COUNT_TRAFFIC_CHAIN: &str = "count-traffic";
-    pub const SERVICES_CHAIN: &str = "services";
-    pub const MASQUERADING_CHAIN: &str = "masquerading";
-    pub const AFFINITY_UPDATE_CHAIN: &str = "affinity-update";
-    pub const AFFINITY_LOOKUP_CHAIN: &str = "affinity-lookup";
-    pub const REJECT_CHAIN: &str = "reject-chain";
-}
+use crate::layout::{
+    affinity_chain_name, endpoint_map_name, Behaviour, FrontendComment, Keyed, List, Masq, Role,
+    Route, Selection, SelectionChain, Shard,
+};
+pub use crate::layout::{names, AFFINITY_MAP_SIZE, LOCAL_SLOT_OFFSET, SHARD_ELEMENTS, TABLE};
 
 /// Lower a validated cluster into one table per IP family in use.
 pub fn lower(validated: Validated<'_>) -> Ruleset {
@@ -129,29 +93,11 @@ pub fn lower(validated: Validated<'_>) -> Ruleset {
                 shard_count(estimate(cluster, family, Keyed::NodePort)),
             );
             let mut table = FamilyLowering::new(cluster, family, shards).run(&services);
-            capacity::size_sets(&mut table);
+            crate::layout::capacity::size_sets(&mut table);
             table
         })
         .collect();
     Ruleset { tables }
-}
-
-/// Shard counts of a lowered table: (address-keyed, node-port-keyed) endpoint maps.
-pub fn shard_counts(table: &Table) -> (u8, u8) {
-    let count = |base: &str| {
-        table
-            .sets
-            .iter()
-            .filter(|s| {
-                s.name == base
-                    || s.name
-                        .strip_prefix(base)
-                        .is_some_and(|rest| rest.starts_with("-shard"))
-            })
-            .count()
-            .max(1) as u8
-    };
-    (count(names::ENDPOINTS), count(names::NODEPORT_ENDPOINTS))
 }
 
 /// One service alone, lowered for `family` as it appears inside a full lowering of `cluster`
@@ -175,34 +121,6 @@ fn families_in_use(cluster: &Cluster) -> Vec<Family> {
         families.insert(Family::Ipv4);
     }
     families.into_iter().collect()
-}
-
-/// How a frontend is addressed, which decides the key of its maps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Keyed {
-    /// `daddr . l4proto . dport`: cluster, external and load-balancer IPs.
-    Addr,
-    /// `l4proto . dport` on a node-port address.
-    NodePort,
-}
-
-/// Which of a frontend's endpoint lists a selection uses, and its slot capacity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct List {
-    local: bool,
-    selection: Selection,
-}
-
-/// How a selection chain picks a slot of its list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Selection {
-    /// Random draws over a capacity class (rejection sampling; see [`slots`]).
-    Random { capacity: u32 },
-    /// In turn over exactly this many filled slots (`numgen inc mod n`, no misses); such lists
-    /// re-point their frontend when the count changes.
-    RoundRobin { filled: u32 },
-    /// A Maglev table of this many entries ([`maglev`]), picked by a hash of the client.
-    Maglev { size: u32 },
 }
 
 /// Smallest slot capacity: lists of 1 to 8 endpoints share one selection chain, so a
@@ -260,161 +178,6 @@ fn slots_of(n: usize, weight: impl Fn(usize) -> u32) -> impl Iterator<Item = (u3
 fn total_weight(targets: &[Target]) -> usize {
     targets.iter().map(|t| t.weight as usize).sum()
 }
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Masq {
-    No,
-    /// Traffic not from a pod (kube-proxy's "off-cluster" masquerade for cluster IPs).
-    OffCluster,
-    Always,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Route {
-    Select(List),
-    /// `externalTrafficPolicy: Local`: pods and the node itself use the cluster list (the node
-    /// masqueraded), external clients only local endpoints — or are dropped without one (the
-    /// local selection chain ends in `drop`, so gaining or losing the last local endpoint
-    /// changes elements only).
-    LocalPolicy {
-        cluster: List,
-        local: List,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Role {
-    ClusterIp,
-    External,
-    NodePort,
-}
-
-/// Everything a behaviour chain depends on; equal specs share one chain.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Behaviour {
-    role: Role,
-    masq: Masq,
-    affinity: bool,
-    route: Route,
-    /// Which endpoint map holds the frontend's endpoints, of how many.
-    shard: Shard,
-}
-
-/// Endpoint maps are split in shards once they would hold more than [`SHARD_ELEMENTS`]
-/// elements: the kernel dumps a hash set by re-walking it from the start for every message,
-/// so reading one map of n elements back costs O(n²); shards keep n small.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-struct Shard {
-    index: u8,
-    count: u8,
-}
-
-impl Shard {
-    fn suffix(self) -> String {
-        if self.count > 1 {
-            format!("-shard{}", self.index)
-        } else {
-            String::new()
-        }
-    }
-}
-
-impl Behaviour {
-    fn keyed(&self) -> Keyed {
-        match self.role {
-            Role::NodePort => Keyed::NodePort,
-            _ => Keyed::Addr,
-        }
-    }
-
-    fn chain_name(&self) -> String {
-        let mut name = String::from(match self.role {
-            Role::ClusterIp => "cluster-ip",
-            Role::External => "external",
-            Role::NodePort => "nodeport",
-        });
-        match self.masq {
-            Masq::No => {}
-            Masq::OffCluster => name.push_str("-masq-offcluster"),
-            Masq::Always => name.push_str("-masq"),
-        }
-        if self.affinity {
-            name.push_str("-affinity");
-        }
-        name.push_str(&self.shard.suffix());
-        match self.route {
-            Route::Select(list) => name.push_str(&format!("-{}", list_token(list))),
-            Route::LocalPolicy { cluster, local } => {
-                name.push_str(&format!(
-                    "-local-{}-{}",
-                    list_token(cluster),
-                    list_token(local)
-                ));
-            }
-        }
-        name
-    }
-}
-
-/// Whether a behaviour chain named by [`Behaviour::chain_name`] sends clients to this node's
-/// endpoints only: an `externalTrafficPolicy: Local` frontend (`…-local-8-l8`, external clients)
-/// or an `internalTrafficPolicy: Local` one (`…-l8`). Its last token is then a local list's
-/// (`l8`, `lrr3`, `lmg251`); `plan` uses this to say how many endpoints are local.
-pub fn behaviour_is_local(chain: &str) -> bool {
-    chain
-        .rsplit('-')
-        .next()
-        .and_then(|token| token.strip_prefix('l'))
-        .is_some_and(|size| {
-            let size = size
-                .strip_prefix("rr")
-                .or_else(|| size.strip_prefix("mg"))
-                .unwrap_or(size);
-            !size.is_empty() && size.bytes().all(|b| b.is_ascii_digit())
-        })
-}
-
-fn list_token(list: List) -> String {
-    let size = match list.selection {
-        Selection::Random { capacity } => capacity.to_string(),
-        Selection::RoundRobin { filled } => format!("rr{filled}"),
-        Selection::Maglev { size } => format!("mg{size}"),
-    };
-    if list.local {
-        format!("l{size}")
-    } else {
-        size
-    }
-}
-
-fn selection_chain_name(keyed: Keyed, shard: Shard, list: List) -> String {
-    let (kind, size) = match list.selection {
-        Selection::Random { capacity } => ("", capacity),
-        Selection::RoundRobin { filled } => ("rr-", filled),
-        Selection::Maglev { size } => ("maglev-", size),
-    };
-    format!(
-        "{kind}{}{}endpoints{}-{size}",
-        if keyed == Keyed::NodePort {
-            "nodeport-"
-        } else {
-            ""
-        },
-        if list.local { "local-" } else { "" },
-        shard.suffix(),
-    )
-}
-
-fn endpoint_map_name(keyed: Keyed, shard: Shard) -> String {
-    let base = match keyed {
-        Keyed::Addr => names::ENDPOINTS,
-        Keyed::NodePort => names::NODEPORT_ENDPOINTS,
-    };
-    format!("{base}{}", shard.suffix())
-}
-
-/// Largest number of elements one endpoint map is meant to hold.
-pub const SHARD_ELEMENTS: usize = 32768;
 
 /// Shards for an estimated element count: a power of two, so that the shard of a frontend
 /// only moves when the cluster grows or shrinks past a threshold.
@@ -572,11 +335,16 @@ impl<'a> FamilyLowering<'a> {
             let proto = port.protocol;
             let service_port = port.port as u16;
             let targets = endpoints::choose(svc, port, family, &self.cluster.node);
-            let comment = if port.name.is_empty() {
-                format!("{}/{}", svc.namespace, svc.name)
-            } else {
-                format!("{}/{}:{}", svc.namespace, svc.name, port.name)
+            let comment_as = |role: Role| {
+                FrontendComment {
+                    namespace: svc.namespace.clone(),
+                    name: svc.name.clone(),
+                    port: port.name.clone(),
+                    role,
+                }
+                .to_string()
             };
+            let comment = comment_as(Role::ClusterIp);
             self.protocols.insert(proto);
             self.hairpin.extend(
                 targets
@@ -628,7 +396,7 @@ impl<'a> FamilyLowering<'a> {
                 self.service_ips.push(element(
                     key.clone(),
                     Some(ElementData::Verdict(verdict)),
-                    Some(&format!("{comment} external")),
+                    Some(&comment_as(Role::External)),
                 ));
                 if !ranges.is_empty() && svc.load_balancer_ips.contains(&ip) {
                     self.firewall(&key, &ranges, &svc.load_balancer_ips);
@@ -653,7 +421,7 @@ impl<'a> FamilyLowering<'a> {
                 self.service_nodeports.push(element(
                     key,
                     Some(ElementData::Verdict(verdict)),
-                    Some(&format!("{comment} nodeport")),
+                    Some(&comment_as(Role::NodePort)),
                 ));
             }
         }
@@ -845,7 +613,9 @@ impl<'a> FamilyLowering<'a> {
             ));
         }
         let goto = |list: List| {
-            Statement::Verdict(Verdict::Goto(selection_chain_name(keyed, b.shard, list)))
+            Statement::Verdict(Verdict::Goto(
+                SelectionChain::new(keyed, b.shard, list).to_string(),
+            ))
         };
         match b.route {
             Route::Select(list) => rules.push(rule(vec![], vec![goto(list)], None)),
@@ -908,7 +678,7 @@ impl<'a> FamilyLowering<'a> {
                 // Maglev and round robin select with one rule that never misses: every
                 // entry of the table, every slot below the count, is filled.
                 let one = |slot: Expr, comment: String| Chain {
-                    name: selection_chain_name(keyed, shard, list),
+                    name: SelectionChain::new(keyed, shard, list).to_string(),
                     base: None,
                     comment: None,
                     rules: vec![rule(vec![], vec![select(slot)], Some(&comment))],
@@ -955,7 +725,7 @@ impl<'a> FamilyLowering<'a> {
                     ));
                 }
                 Chain {
-                    name: selection_chain_name(keyed, shard, list),
+                    name: SelectionChain::new(keyed, shard, list).to_string(),
                     base: None,
                     comment: None,
                     rules,
@@ -1609,10 +1379,6 @@ fn estimate(cluster: &Cluster, family: Family, keyed: Keyed) -> usize {
             frontends * slots_filled(total)
         })
         .sum()
-}
-
-fn affinity_chain_name(timeout: u32) -> String {
-    format!("affinity-{timeout}s")
 }
 
 /// `local` says which slots hold the list; round robin and Maglev need at least one endpoint
