@@ -1,15 +1,14 @@
 //! Structured clusters, shaped by the fuzzer's bytes, compiled and traced: for the first
 //! packets the bytes pick (a frontend and a kind of client each, out of every one the
 //! reference enumerates), the tracer's verdict over the compiled rules must equal the small
-//! reference model of kube-proxy's semantics in nfcompile/tests/common/reference.rs, which is
+//! reference model of kube-proxy's semantics in test-support/src/reference.rs, which is
 //! written independently of the lowering. Tracing every packet of every cluster is what
 //! `tests/reference.rs` does; here a few per execution keep the fuzzer fast, and coverage
 //! decides which.
 #![no_main]
 
 mod choices;
-#[path = "../../nfcompile/tests/common/reference.rs"]
-mod reference;
+use nfcompile_test_support::reference;
 
 use arbitrary::Unstructured;
 use libfuzzer_sys::fuzz_target;

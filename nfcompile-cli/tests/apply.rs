@@ -1,7 +1,6 @@
 //! `nfcompile apply` as an operator runs it, in throw-away network namespaces.
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::process::Command;
 use std::time::Instant;

@@ -14,8 +14,7 @@
 //!  a1   a2    c1           b1    b2     c2         pod end its /32 (routed, no pod bridge)
 //! ```
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

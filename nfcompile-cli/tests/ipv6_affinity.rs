@@ -7,8 +7,7 @@
 //! client fd00:10::10 ── router fd00:10::1 | br0 fd00:20::1 ── pod-a fd00:20::20, pod-b fd00:20::21
 //! ```
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -52,8 +52,7 @@
 //! `a_node_reaches_its_own_load_balancer_ip_only_from_allowed_sources` is the source-range
 //! regression of nftables/TestLoadBalancer, asserted by flow name.
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

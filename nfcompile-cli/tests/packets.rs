@@ -3,8 +3,7 @@
 //! The router is programmed twice over, in separate runs: with the golden script through the
 //! real `nft -f`, and with `nfcompile apply` over netlink.
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

@@ -13,8 +13,7 @@
 //! chosen and whether it was masqueraded. Refusals come back to the sender; silence is a drop.
 //! The pod's link is named after the cluster's pod-detection mode (`veth…`, `cni0`).
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

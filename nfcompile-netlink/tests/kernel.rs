@@ -1,8 +1,7 @@
 //! The netlink backend against the real kernel, each test in a fresh network namespace of
 //! its own (a thread that unshares its network namespace; commands it starts inherit it).
 
-#[path = "../../nfcompile/tests/common/mod.rs"]
-mod common;
+use nfcompile_test_support as common;
 
 use std::process::Command;
 

@@ -3,7 +3,7 @@
 //! when the first one only forwards the packet there. No kernel, no root. The same cases run
 //! with real packets in nfcompile-cli/tests/conformance.rs.
 
-mod common;
+use nfcompile_test_support as common;
 
 use std::net::IpAddr;
 

@@ -1,6 +1,6 @@
 //! Every golden `nft -f` script must load into a real kernel, in a fresh network namespace.
 
-mod common;
+use nfcompile_test_support as common;
 
 use common::{kernel_unavailable, skip, Netns};
 

@@ -3,7 +3,7 @@
 //! traced over the rules compiled for the fixture's node. No kernel, no root. A subset also
 //! runs with real packets in nfcompile-cli/tests/kube_proxy.rs.
 
-mod common;
+use nfcompile_test_support as common;
 
 use std::collections::BTreeMap;
 

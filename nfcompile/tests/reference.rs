@@ -2,7 +2,7 @@
 //! semantics (`common/reference.rs`), for hundreds of random clusters; the fuzz target
 //! `trace_reference` does the same for clusters shaped by the fuzzer.
 
-mod common;
+use nfcompile_test_support as common;
 
 #[test]
 fn the_tracer_agrees_with_the_reference_model() {

@@ -1,7 +1,7 @@
 //! Every scenario through every backend, compared with the files in `tests/out/<backend>/`.
 //! `NFCOMPILE_BLESS=1 cargo test` rewrites them; review the diff like code.
 
-mod common;
+use nfcompile_test_support as common;
 
 use nfcompile::front::Source;
 

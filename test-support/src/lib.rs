@@ -1,5 +1,6 @@
-//! Shared by the integration tests: the scenario fixtures and throw-away network namespaces.
-#![allow(dead_code)]
+//! Shared by the workspace's integration tests (a crate, not `#[path]` includes): the
+//! scenario fixtures and throw-away network namespaces, the conformance matrix, kube-proxy's
+//! packet-flow fixtures and the reference model.
 
 pub mod conformance;
 pub mod kube_proxy;
@@ -30,7 +31,7 @@ pub fn golden_dir(backend: &str) -> PathBuf {
     core_dir().join("tests/out").join(backend)
 }
 
-/// The `nfcompile` crate's folder, from whichever workspace member includes this module.
+/// The `nfcompile` crate's folder (beside this one in the workspace).
 fn core_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -5,7 +5,6 @@
 //! rules) must agree with it on random clusters (`tests/reference.rs`, fuzz target
 //! `trace_reference`). Topology hints are modelled by zone only (the generator never sets
 //! node hints).
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

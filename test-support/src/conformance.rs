@@ -3,7 +3,6 @@
 //! every case for TCP and UDP: the tracer over the compiled model of each node
 //! (nfcompile/tests/conformance.rs) and real packets in a two-node network-namespace topology
 //! (nfcompile-cli/tests/conformance.rs). The cluster is `tests/conformance/two-nodes.yaml`.
-#![allow(dead_code)]
 
 use std::path::PathBuf;
 

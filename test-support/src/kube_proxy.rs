@@ -2,7 +2,6 @@
 //! the fixtures, and how one flow's result — traced, or seen with real packets — is judged
 //! against upstream's `output` and `masq`. The tracer runs every flow
 //! (nfcompile/tests/kube_proxy.rs); real packets run a subset (nfcompile-cli/tests/kube_proxy.rs).
-#![allow(dead_code)]
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
