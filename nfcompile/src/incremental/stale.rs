@@ -304,7 +304,7 @@ pub(crate) fn stale(
     out
 }
 
-/// [`stale`] against a whole desired ruleset, for callers that diffed whole models.
+/// `stale` (the transaction's stale pairs) against a whole desired ruleset, for callers that diffed whole models.
 pub fn stale_in(tx: &Transaction, desired: &Ruleset) -> Stale {
     let touched: FxHashSet<(Family, &str)> = tx
         .ops
