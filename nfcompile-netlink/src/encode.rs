@@ -1,7 +1,7 @@
 //! The model as one `nftnl::Batch`: libnftnl builds each message from the specs and
 //! instructions of [`crate::sets`] and [`crate::bytecode`], except set elements, whose
-//! attributes are written here (one libnftnl object per element cost 0.5–0.8 µs each; a test
-//! checks the bytes against libnftnl's). Every message remembers what it carried, so a
+//! attributes are written here (a libnftnl object per element costs more than the kernel's
+//! insertion of it, see `docs/kernel-facts.md`; a test checks the bytes against libnftnl's). Every message remembers what it carried, so a
 //! kernel error can name the object (`chain services of table ip nfcompile`).
 //!
 //! A table is replaced whole, the way the text backend's script does it: declare it, delete

@@ -423,7 +423,7 @@ fn read_table(d: &mut Dumper, family: Family) -> Result<Option<Table>, ReadbackE
     // Counter objects: those the counter maps name. The kernel cannot hold an element naming
     // a missing object, and every counter nfcompile creates is named by an element, so this
     // is the set it created. Dumping the objects instead re-walks them for every message of
-    // the dump: 2 s for 100,000 counters (`read_counters` pays that, for their values).
+    // the dump, quadratic in their number (`read_counters` pays that, for their values).
     let mut counters: Vec<String> = sets
         .iter()
         .filter(|s| s.data == Some(SetData::Counter))

@@ -3,8 +3,8 @@
 //! It keeps what it last committed in memory, so a sync costs a diff and a transaction,
 //! never a listing of the kernel (which is what makes other proxies slow at scale). Given
 //! the cluster ([`Syncer::sync_cluster`]) it can then take changes to single services
-//! ([`Syncer::update`]) and compile only those: milliseconds at 50,000 services, where a
-//! whole compile and diff cost hundreds. After a failed commit, or when asked, it reads the
+//! ([`Syncer::update`]) and compile only those, in time proportional to the change rather
+//! than to the cluster (numbers: the README's Performance section). After a failed commit, or when asked, it reads the
 //! kernel back: [`Syncer::check_drift`] finds — and can repair — changes made by someone else.
 //!
 //! ```no_run

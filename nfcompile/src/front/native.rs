@@ -21,8 +21,8 @@ use super::{Document, Source, NATIVE_API_VERSION};
 use crate::error::InputError;
 use crate::ir::{Cluster, Node, Origin, ProxyConfig, Service};
 
-/// A native document read straight from JSON text into the IR: at 50,000 services this
-/// skips building (and then re-reading) a generic JSON tree, which costs more than compiling.
+/// A native document read straight from JSON text into the IR: this skips building (and then
+/// re-reading) a generic JSON tree, which at scale costs more than compiling.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct NativeJson {

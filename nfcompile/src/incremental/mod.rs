@@ -1,8 +1,8 @@
 //! Incremental compilation: a change to a few services → a transaction, in time proportional
 //! to the change, not to the cluster.
 //!
-//! A full compile and diff of 50,000 services costs hundreds of milliseconds even when one
-//! endpoint moved. A proxy's sync loop knows which services changed (kube-proxy's change
+//! A full compile and diff costs time in proportion to the cluster even when one endpoint
+//! moved (the README's Performance section has the numbers). A proxy's sync loop knows which services changed (kube-proxy's change
 //! tracker does), so [`Incremental`] lowers only those — each service alone, with
 //! [`lower::lower_service`] — and diffs the old and new fragments by key against what the
 //! kernel holds, which it keeps per set in hash maps.

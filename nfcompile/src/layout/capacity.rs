@@ -3,15 +3,13 @@
 //! A set declared with a size gets the kernel's fixed-size hash (`nft_hash`, or
 //! `nft_hash_fast` for 4-byte keys) instead of its resizable one (`rhashtable`), which on a
 //! cold load spends about a fifth of the kernel's time on its slow insertion path while
-//! the table grows. Measured with 5,000 services × 5 endpoints (43k elements), library
-//! apply: 150–160 ms without sizes, 105–125 ms with them.
+//! the table grows (measured: `docs/kernel-facts.md`, "Set sizes").
 //!
 //! The size is also a limit: the kernel refuses an element past it (`ENFILE`). So a set gets
 //! room to grow: its elements plus an eighth, rounded up to a power of two (12.5–125% more
 //! than it holds). Not more: the kernel zeroes the buckets when it creates the set and walks
 //! all of them whenever a rule binds the map; sizing for twice the elements made a cold load
-//! of 5,000 services about a tenth slower (36 interleaved applies each: median 126 ms against
-//! 110 ms). An incremental update that would pass the size is refused (and the full sync that
+//! about a tenth slower (same section). An incremental update that would pass the size is refused (and the full sync that
 //! follows resizes the set), and a full sync
 //! keeps a live set's capacity while its elements fit ([`crate::diff::keep_capacities`]), so
 //! a set is recreated only when it outgrows its size or shrinks well below it.

@@ -3,7 +3,7 @@
 //! # The layout, and why
 //!
 //! In nf_tables every rule that references a set is resolved by a linear walk over the table's
-//! sets, and a map pays for every rule bound to it (see `shared/notes/kernel-facts.md`). So the
+//! sets, and a map pays for every rule bound to it (see `docs/kernel-facts.md`). So the
 //! number of sets and maps here is fixed, each is referenced by a number of rules that does not
 //! grow with services, and nothing is per service except map elements:
 //!
@@ -40,8 +40,8 @@
 //!
 //! `numgen random mod N` takes N from the rule, so a layout with one chain per endpoint count
 //! must re-point the frontend's dispatch element when N changes — and adding any `goto` element
-//! makes the kernel re-validate the whole table on commit (every element of every verdict map:
-//! ~30 ms at 50k services). Instead a list of N endpoints lives in a *capacity class*
+//! makes the kernel re-validate the whole table on commit (every element of every verdict map;
+//! `docs/kernel-facts.md`). Instead a list of N endpoints lives in a *capacity class*
 //! C = max(8, next power of two ≥ N) ([`slot_capacity`]): endpoint i holds slots
 //! i, i+N, i+2N, … filling at least half of C ([`slots`]), and the selection chain draws
 //! `numgen random mod C` up to [`SELECTION_DRAWS`] times; a draw on an empty slot misses the
