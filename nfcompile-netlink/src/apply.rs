@@ -243,14 +243,13 @@ fn send(
         if let (libc::ERESTART, Some(read)) = (errno, generation) {
             return Err(ApplyError::Changed { read });
         }
-        let what = encoded
-            .provenance
-            .get(&seq)
-            .cloned()
+        let provenance = encoded.provenance.get(&seq);
+        let what = provenance
+            .map(|p| p.what.clone())
             .unwrap_or_else(|| format!("message {seq}"));
         // nf_tables answers a set past its declared size with ENFILE, whose usual text
         // ("Too many open files in system") would mislead.
-        let message = if errno == libc::ENFILE && what.starts_with("elements") {
+        let message = if errno == libc::ENFILE && provenance.is_some_and(|p| p.adds_elements()) {
             "the set is full (more elements than its declared size)".to_string()
         } else {
             std::io::Error::from_raw_os_error(errno).to_string()

@@ -29,10 +29,27 @@ use crate::sets::{self, flags, ElemData, ElemSpec, SetSpec};
 
 const NF_ACCEPT: u32 = 1;
 
+/// What one message of a batch carried, so that a refusal can name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    /// The nf_tables message type (`NFT_MSG_NEWSETELEM` …).
+    pub message: u16,
+    /// The object, as an error names it: `rule 1 of chain services (ip nfcompile)`,
+    /// `elements of set endpoints (ip nfcompile)` …
+    pub what: String,
+}
+
+impl Provenance {
+    /// Whether the message added set elements (a refusal with ENFILE then means a full set).
+    pub fn adds_elements(&self) -> bool {
+        self.message == NFT_MSG_NEWSETELEM
+    }
+}
+
 /// A finished batch and, per sequence number, what its message carried.
 pub struct Encoded {
     pub batch: FinalizedBatch,
-    pub provenance: HashMap<u32, String>,
+    pub provenance: HashMap<u32, Provenance>,
     pub messages: usize,
     pub elements: usize,
     /// Sequence numbers of the messages that ask for an ACK: all but counter objects (one
@@ -383,7 +400,7 @@ unsafe fn set_comment<T>(
 
 struct Encoder {
     batch: Batch,
-    provenance: HashMap<u32, String>,
+    provenance: HashMap<u32, Provenance>,
     messages: usize,
     elements: usize,
     next_set_id: u32,
@@ -444,7 +461,13 @@ impl Encoder {
         loop {
             self.batch.add(&msg, MsgType::Add);
             self.messages += 1;
-            self.provenance.insert(msg.seq.get(), what.clone());
+            self.provenance.insert(
+                msg.seq.get(),
+                Provenance {
+                    message: kind,
+                    what: what.clone(),
+                },
+            );
             if flags & NLM_F_ACK != 0 {
                 self.acked.insert(msg.seq.get());
             }
