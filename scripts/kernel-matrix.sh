@@ -46,21 +46,23 @@
 # What runs where, and why
 #   Software emulation is 30-300x slower than the host on this workload: every process start
 #   (nft, ip, python3) costs ~0.1-1 s, and nft listing big rulesets is the worst case. Measured on
-#   a 2-core CI machine, one vCPU per VM (host seconds → guest seconds):
-#     netlink kernel.rs        27 s → generated_clusters_list_exactly_like_nft_f alone > 25 min
-#                                     (1,700-service rulesets listed by nft); the other 15 ~300 s
-#     kernel_load.rs            6 s → ~790 s, 685 s of it a_text_transaction_turns_one_ruleset_into_the_other
-#     cli apply.rs + ipv6_affinity.rs      → ~50 s + ~42 s
-#     cli packets.rs           14 s → ~350 s
-#     cli conformance.rs, kube_proxy.rs, trace_kernel.rs: see VM_SUITES below
+#   a 2-core machine, one vCPU per VM, two VMs side by side (guest seconds, 6.1 / 6.12):
+#     netlink kernel.rs       ~320 s without generated_clusters_list_exactly_like_nft_f, which
+#                             alone takes > 25 min (nft listing 1,700-service rulesets)
+#     kernel_load.rs          ~160 s without a_text_transaction_turns_one_ruleset_into_the_other
+#                             (685 s, nearly all of it nft in userspace)
+#     cli apply.rs 53 s, ipv6_affinity.rs 45-58 s, packets.rs ~410 s, conformance.rs 160-180 s,
+#     kube_proxy.rs 20 s without the 202-flow real-packet run (885 s), trace_kernel.rs 150 s
 #   So on the emulated kernels the matrix runs what depends on the kernel version (netlink
-#   messages, set and expression support, what the kernel refuses) and leaves out the tests whose
-#   cost is userspace listing big rulesets, which the host column still runs in full:
+#   messages, set and expression support, what the kernel refuses, real packets through the
+#   rules) and leaves out the three tests whose cost is userspace, which the host column (or
+#   scripts/test.sh) runs in full:
 #     host   every suite, every test
 #     6.1, 6.12   the suites and --skip lists of VM_SUITES below
-#   Budget: the two VMs side by side take ~NN minutes (plus ~1 min to fetch kernels and ~1 min
-#   of host tests), inside CI's 90 minutes with the ~5 minutes of scripts/test.sh.
-#
+#   Budget: ~24 minutes for the two VMs side by side, plus ~3 minutes to install qemu and
+#   virtme-ng and fetch the kernels on a fresh machine; with scripts/test.sh's host run, CI
+#   takes about 35 of its 90 minutes.
+
 # Environment knobs
 #   NFCOMPILE_KERNEL_CACHE   where kernels and the virtme-ng venv live (/var/lib/nfcompile-kernels)
 #   KERNEL_MATRIX_OUT        results and logs (target/kernel-matrix)

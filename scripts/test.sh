@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints, unit, snapshot, CLI and kernel tests.
+# The whole test suite, as CI runs it: formatting, lints, unit, snapshot, CLI and kernel tests on
+# the running kernel, then (in CI) the kernel matrix: the kernel tests on Linux 6.1 and 6.12 in VMs.
 # Kernel tests need root, nft, ip and python3; as root this installs what is missing. Without root they
 # are skipped loudly (and in CI, where CI=true, a missing prerequisite fails them instead).
 set -euo pipefail
