@@ -185,7 +185,7 @@ fn words(len: u32) -> u32 {
 /// The 16-byte register nft hashes from (32-bit words 8–11): past every concatenation that
 /// holds a hash (an endpoint-map key, `daddr . l4proto . dport . slot`: at most 7 words), so
 /// loading the hash input there never overwrites the key being built before it.
-/// [`load_concat`] checks this in debug builds; longer concatenations (the 10-word IPv6
+/// The concatenation loader checks this in debug builds; longer concatenations (the 10-word IPv6
 /// affinity key) hold no hash.
 pub const HASH_INPUT_REG: u32 = k::NFT_REG_1 + 2;
 

@@ -1,10 +1,17 @@
-//! nfcompile's kernel backend: the model as one atomic nf_tables netlink batch.
+//! nfcompile's kernel backend: the model as one atomic nf_tables netlink batch, and the
+//! kernel's state read back.
 //!
 //! ```text
-//! model::Ruleset ─> bytecode (rules → instructions, pure Rust)
-//!                ─> sets (declarations, userdata, element bytes, pure Rust)
-//!                ─> encode (libnftnl objects → one nftnl::Batch, provenance per message)
-//!                ─> socket (one sendmsg, every ACK collected) ─> apply
+//! model::Ruleset / diff::Transaction
+//!     ─> bytecode (rules → instructions, pure Rust) ┐
+//!     ─> sets (declarations, userdata, elements)    ├─> encode (one nftnl::Batch, provenance
+//!                                                   ┘   per message) ─> socket (one sendmsg,
+//!                                                       every answer) ─> apply / Connection
+//! kernel ─> readback (dumps) ─> decode (instructions → model) ─> model::Ruleset
+//! features: what this kernel can do (one aborted probe batch)
+//! conntrack: UDP flows of endpoints that left (ctnetlink)
+//! sync: Syncer = readback once, then diff/incremental ─> apply ─> clean-up (affinity, conntrack)
+//! wire: the netlink message numbers all of them use
 //! ```
 
 pub mod apply;

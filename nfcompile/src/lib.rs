@@ -1,15 +1,24 @@
 //! nfcompile: load-balanced services → a scalable nftables ruleset.
 //!
 //! ```text
-//!  Kubernetes objects ─┐
-//!  native YAML/JSON ───┼─> ir::Cluster ─> validate ─> lower ─> optimize ─> model::Ruleset
-//!  Rust builders ──────┘                  (all errors)  (layout)  (passes)      │
-//!                                                                              ├─> emit::text  (nft -f)
-//!                                                                              └─> emit::json_string
+//!  Kubernetes objects ─┐   front
+//!  native YAML/JSON ───┼─> ir::Cluster ─> validate ─> lower ─────> optimize ─> model::Ruleset
+//!  Rust builders ──────┘                  (all errors)  │ (builds        (passes)      │
+//!                                                       │  the layout)                 │
+//!        layout: names, slots, shards, comments,  <─────┴── read back by ──┐           │
+//!        counters, capacities (format + parser)                            │           │
+//!                                                                          │           ├─> emit::text (nft -f)
+//!  changed services ─> incremental (lower_service per change) ─> Transaction ◄── diff ◄┤─> emit::json_string
+//!                          │ stale: affinity entries, UDP flows to clean up            ├─> trace (one packet)
+//!                          └──────────────────────────────> diff::describe (plan) ◄────┘
+//!
+//!  nfcompile-netlink: model / Transaction ─> bytecode + sets ─> encode ─> socket ─> kernel
+//!                     kernel ─> readback (decode) ─> model;  features (probe), conntrack, sync (Syncer)
 //! ```
 //!
 //! Every stage is a separate module with one entry point; backends read only the model.
-//! The layout of the generated ruleset, and why it scales, is documented in [`lower`].
+//! The layout of the generated ruleset, and why it scales, is documented in [`lower`]; its
+//! conventions (every name a backend reads back) live in [`layout`].
 
 pub mod diff;
 pub mod emit;
