@@ -1044,8 +1044,10 @@ fn a_failed_clean_up_is_reported_and_the_other_still_runs() {
         let stale = nfcompile::incremental::stale_in(&tx, &new);
         // Someone replaced our table: its affinity map is no longer the one declared.
         nft(&["delete table ip nfcompile"]);
-        nft(&["add table ip nfcompile { map affinity { type ipv4_addr : ipv4_addr; \
-               elements = { 192.168.7.1 : 10.244.1.3 }; }; }"]);
+        nft(&[
+            "add table ip nfcompile { map affinity { type ipv4_addr : ipv4_addr; \
+               elements = { 192.168.7.1 : 10.244.1.3 }; }; }",
+        ]);
         let udp = nfcompile::incremental::UdpServing::of_cluster(&after);
         let cleanup = nfcompile_netlink::clean_up(
             &connection,
