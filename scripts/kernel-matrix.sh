@@ -47,8 +47,8 @@
 #   Software emulation is 30-300x slower than the host on this workload: every process start
 #   (nft, ip, python3) costs ~0.1-1 s, and nft listing big rulesets is the worst case. Measured on
 #   a 2-core machine, one vCPU per VM, two VMs side by side (guest seconds, 6.1 / 6.12):
-#     netlink kernel.rs       ~320 s without generated_clusters_list_exactly_like_nft_f, which
-#                             alone takes > 25 min (nft listing 1,700-service rulesets)
+#     netlink kernel.rs + cleanup.rs  ~320 s without generated_clusters_list_exactly_like_nft_f,
+#                             which alone takes > 25 min (nft listing 1,700-service rulesets)
 #     kernel_load.rs          ~160 s without a_text_transaction_turns_one_ruleset_into_the_other
 #                             (685 s, nearly all of it nft in userspace)
 #     cli apply.rs 53 s, ipv6_affinity.rs 45-58 s, packets.rs ~410 s, conformance.rs 160-180 s,
@@ -89,6 +89,7 @@ FULL=${KERNEL_MATRIX_FULL:-0}
 # Every kernel test binary, by source file; a file that does not exist (yet) is left out.
 SUITES=(
   nfcompile-netlink/tests/kernel.rs
+  nfcompile-netlink/tests/cleanup.rs
   nfcompile/tests/kernel_load.rs
   nfcompile-cli/tests/apply.rs
   nfcompile-cli/tests/ipv6_affinity.rs
@@ -101,6 +102,7 @@ SUITES=(
 # listed here runs on the host only. Timeouts per binary: TIMEOUT_HOST, TIMEOUT_VM (seconds).
 declare -A VM_SUITES=(
   [nfcompile-netlink/tests/kernel.rs]="--skip generated_clusters_list_exactly_like_nft_f"
+  [nfcompile-netlink/tests/cleanup.rs]=""
   [nfcompile/tests/kernel_load.rs]="--skip a_text_transaction_turns_one_ruleset_into_the_other"
   [nfcompile-cli/tests/apply.rs]=""
   [nfcompile-cli/tests/ipv6_affinity.rs]=""

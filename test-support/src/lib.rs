@@ -214,3 +214,30 @@ impl Drop for Netns {
             .output();
     }
 }
+
+/// Run `f` in a new, empty network namespace (only this thread enters it).
+pub fn in_fresh_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(
+            r,
+            0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
+        f()
+    })
+    .join()
+    .expect("test thread")
+}
+
+/// `nft ARGS` in this thread's namespace; its output, or a panic with nft's error.
+pub fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft").args(args).output().expect("run nft");
+    assert!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
