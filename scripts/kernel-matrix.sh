@@ -51,7 +51,7 @@
 #                             which alone takes > 25 min (nft listing 1,700-service rulesets)
 #     kernel_load.rs          ~160 s without a_text_transaction_turns_one_ruleset_into_the_other
 #                             (685 s, nearly all of it nft in userspace)
-#     cli apply.rs 53 s, ipv6_affinity.rs 45-58 s, packets.rs ~410 s, conformance.rs 160-180 s,
+#     cli apply.rs 53 s, ipv6_affinity.rs 45-58 s, packets.rs + udp.rs ~450 s, conformance.rs 160-180 s,
 #     kube_proxy.rs 20 s without the 202-flow real-packet run (885 s), trace_kernel.rs 150 s
 #   So on the emulated kernels the matrix runs what depends on the kernel version (netlink
 #   messages, set and expression support, what the kernel refuses, real packets through the
@@ -94,6 +94,7 @@ SUITES=(
   nfcompile-cli/tests/apply.rs
   nfcompile-cli/tests/ipv6_affinity.rs
   nfcompile-cli/tests/packets.rs
+  nfcompile-cli/tests/udp.rs
   nfcompile-cli/tests/conformance.rs
   nfcompile-cli/tests/kube_proxy.rs
   nfcompile-cli/tests/trace_kernel.rs
@@ -107,6 +108,7 @@ declare -A VM_SUITES=(
   [nfcompile-cli/tests/apply.rs]=""
   [nfcompile-cli/tests/ipv6_affinity.rs]=""
   [nfcompile-cli/tests/packets.rs]=""
+  [nfcompile-cli/tests/udp.rs]=""
   [nfcompile-cli/tests/conformance.rs]=""
   [nfcompile-cli/tests/kube_proxy.rs]="--skip every_test_function_and_outcome_with_real_packets"
   [nfcompile-cli/tests/trace_kernel.rs]=""

@@ -8,7 +8,10 @@ use nfcompile_test_support as common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::two_pods::{line_connect, two_endpoint_cluster, TwoPods, POD_ADDRS};
 use common::{packets_unavailable, skip, Netns, Process};
+
+const NFCOMPILE: &str = env!("CARGO_BIN_EXE_nfcompile");
 
 const SERVER: &str = r#"
 import socket, sys
@@ -167,32 +170,6 @@ fn vip_workshop(loader: Loader) {
     );
 }
 
-/// A line-echo server: every line a client sends is answered with `NAME saw CLIENT`; every
-/// UDP datagram to the same port too.
-const LINE_SERVER: &str = r#"
-import socket, sys, threading
-def udp():
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("0.0.0.0", int(sys.argv[1])))
-    while True:
-        d, a = u.recvfrom(512)
-        u.sendto((sys.argv[2] + " saw " + a[0] + "\n").encode(), a)
-threading.Thread(target=udp, daemon=True).start()
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("0.0.0.0", int(sys.argv[1])))
-s.listen(16)
-def serve(c, a):
-    f = c.makefile("rw")
-    for line in f:
-        f.write(sys.argv[2] + " saw " + a[0] + "\n")
-        f.flush()
-    c.close()
-while True:
-    c, a = s.accept()
-    threading.Thread(target=serve, args=(c, a), daemon=True).start()
-"#;
-
 /// Holds one connection open: answers a line, waits for a line on stdin, answers again.
 const HOLDING_CLIENT: &str = r#"
 import socket, sys
@@ -205,176 +182,6 @@ f.write("second\n"); f.flush()
 print(f.readline().strip(), flush=True)
 "#;
 
-/// One line out, one line back.
-const LINE_CLIENT: &str = r#"
-import socket, sys
-try:
-    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
-    f = s.makefile("rw")
-    f.write("hello\n"); f.flush()
-    print(f.readline().strip())
-except Exception as e:
-    print("ERROR " + type(e).__name__)
-"#;
-
-fn line_connect(ns: &Netns, ip: &str, port: u16) -> String {
-    let out = ns.exec(&["python3", "-c", LINE_CLIENT, ip, &port.to_string()]);
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn two_endpoint_cluster(
-    endpoints: &[&str],
-    affinity: bool,
-    weights: &[u32],
-    load_balancing: Option<&str>,
-) -> String {
-    let lb = load_balancing
-        .map(|lb| format!("  loadBalancing: {lb}\n"))
-        .unwrap_or_default();
-    let options = [
-        (affinity, "  sessionAffinityTimeout: 600\n"),
-        (load_balancing.is_some(), lb.as_str()),
-    ]
-    .iter()
-    .filter(|(on, _)| *on)
-    .map(|(_, line)| *line)
-    .collect::<String>();
-    let eps: Vec<String> = endpoints
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            let w = weights.get(i).copied().unwrap_or(1);
-            format!("  - {{address: {a}, nodeName: router, weight: {w}, ports: [{{name: tcp, port: 80}}, {{name: udp, protocol: UDP, port: 80}}]}}")
-        })
-        .collect();
-    format!(
-        "apiVersion: nfcompile.io/v1alpha1\nkind: Cluster\nnode: {{name: router, addresses: [192.168.20.1, 192.168.10.1]}}\n\
-         config: {{clusterCIDRs: [192.168.20.0/24]}}\nservices:\n- namespace: default\n  name: web\n  clusterIPs: [10.96.0.100]\n  \
-         loadBalancerIPs: [192.168.10.100]\n  ports: [{{name: tcp, port: 80}}, {{name: udp, protocol: UDP, port: 80}}]\n{}  endpoints:\n{}\n",
-        options,
-        eps.join("\n")
-    )
-}
-
-/// A client (192.168.10.10) behind the router, which is the node: two pods on its bridge
-/// (192.168.20.20 "pod-a" and .21 "pod-b") run the line-echo server; the service's load-balancer
-/// IP 192.168.10.100 points at the router. `apply` programs the router with `nfcompile apply`
-/// for a cluster of the given endpoints and returns its output.
-struct TwoPods {
-    client: Netns,
-    router: Netns,
-    pods: [Netns; 2],
-    _servers: Vec<Process>,
-    dir: std::path::PathBuf,
-    affinity: bool,
-}
-
-const POD_ADDRS: [&str; 2] = ["192.168.20.20", "192.168.20.21"];
-
-impl TwoPods {
-    fn new(affinity: bool) -> TwoPods {
-        let client = Netns::new("client");
-        let router = Netns::new("router");
-        let pods = [Netns::new("poda"), Netns::new("podb")];
-        router.sh(&format!(
-            "ip link add r0 type veth peer name c0 netns {}",
-            client.name
-        ));
-        router.sh("ip link add br0 type bridge && ip link set br0 up && ip addr add 192.168.20.1/24 dev br0",
-        );
-        for (i, pod) in pods.iter().enumerate() {
-            router.sh(&format!("ip link add r{} type veth peer name p0 netns {} && ip link set r{} master br0 && ip link set r{} up", i + 1, pod.name, i + 1, i + 1));
-            pod.sh(&format!("ip addr add {}/24 dev p0 && ip link set p0 up && ip link set lo up && ip route add default via 192.168.20.1", POD_ADDRS[i]));
-        }
-        router.sh("ip addr add 192.168.10.1/24 dev r0 && ip link set r0 up && ip link set lo up && sysctl -qw net.ipv4.ip_forward=1");
-        client.sh("ip addr add 192.168.10.10/24 dev c0 && ip link set c0 up && ip link set lo up && ip route add default via 192.168.10.1");
-        let mac =
-            String::from_utf8(router.exec(&["cat", "/sys/class/net/r0/address"]).stdout).unwrap();
-        client.sh(&format!(
-            "ip neigh replace 192.168.10.100 lladdr {} dev c0 nud permanent",
-            mac.trim()
-        ));
-        let dir = std::env::temp_dir().join(format!("nfc-{}-{}", router.name, std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let servers: Vec<Process> = pods
-            .iter()
-            .zip(["pod-a", "pod-b"])
-            .map(|(pod, name)| {
-                Process(
-                    Command::new("ip")
-                        .args([
-                            "netns",
-                            "exec",
-                            &pod.name,
-                            "timeout",
-                            "120",
-                            "python3",
-                            "-c",
-                            LINE_SERVER,
-                            "80",
-                            name,
-                        ])
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .unwrap(),
-                )
-            })
-            .collect();
-        let start = Instant::now();
-        for (pod, addr) in pods.iter().zip(POD_ADDRS) {
-            while !line_connect(pod, addr, 80).contains("saw") {
-                assert!(
-                    start.elapsed() < Duration::from_secs(10),
-                    "echo server did not start"
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        TwoPods {
-            client,
-            router,
-            pods,
-            _servers: servers,
-            dir,
-            affinity,
-        }
-    }
-
-    fn apply(&self, endpoints: &[&str]) -> String {
-        self.apply_weighted(endpoints, &[])
-    }
-
-    /// `apply` with endpoint weights (missing ones are 1).
-    fn apply_weighted(&self, endpoints: &[&str], weights: &[u32]) -> String {
-        self.apply_with(endpoints, weights, None)
-    }
-
-    fn apply_with(&self, endpoints: &[&str], weights: &[u32], lb: Option<&str>) -> String {
-        self.apply_yaml(
-            &two_endpoint_cluster(endpoints, self.affinity, weights, lb),
-            &[],
-        )
-    }
-
-    /// `nfcompile apply` of this cluster text, with extra arguments.
-    fn apply_yaml(&self, yaml: &str, extra: &[&str]) -> String {
-        let file = self.dir.join("cluster.yaml");
-        std::fs::write(&file, yaml).unwrap();
-        let apply = [env!("CARGO_BIN_EXE_nfcompile"), "apply", "-q", "-f"];
-        self.router.ok(
-            "apply",
-            &[&apply[..], &[file.to_str().unwrap()], extra].concat(),
-        )
-    }
-}
-
-impl Drop for TwoPods {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn an_established_connection_survives_removing_another_endpoint() {
     use std::io::{BufRead, BufReader, Write};
@@ -384,7 +191,7 @@ fn an_established_connection_survives_removing_another_endpoint() {
             &reason,
         );
     }
-    let t = TwoPods::new(false);
+    let t = TwoPods::new(NFCOMPILE, false);
     let (client, addrs) = (&t.client, POD_ADDRS);
     t.apply(&addrs);
 
@@ -435,7 +242,7 @@ fn session_affinity_moves_off_a_removed_endpoint() {
     if let Some(reason) = packets_unavailable() {
         return skip("session_affinity_moves_off_a_removed_endpoint", &reason);
     }
-    let t = TwoPods::new(true);
+    let t = TwoPods::new(NFCOMPILE, true);
     t.apply(&POD_ADDRS);
     // Affinity pins the client: every new connection reaches the pod the first one did.
     let first = line_connect(&t.client, "192.168.10.100", 80);
@@ -483,7 +290,7 @@ fn weights_one_to_three_split_new_connections_a_quarter_to_three_quarters() {
             &reason,
         );
     }
-    let t = TwoPods::new(false);
+    let t = TwoPods::new(NFCOMPILE, false);
     t.apply_weighted(&POD_ADDRS, &[1, 3]);
     let out = t.client.exec(&[
         "python3",
@@ -518,187 +325,6 @@ fn weights_one_to_three_split_new_connections_a_quarter_to_three_quarters() {
     );
 }
 
-/// Sends a datagram every 50 ms from one socket (one conntrack flow) and prints each answer;
-/// after `first` answers it waits for a line on stdin, then prints `then` more.
-const STEADY_UDP_CLIENT: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.connect((sys.argv[1], int(sys.argv[2])))
-def answers(n):
-    for _ in range(n):
-        s.send(b"ping")
-        try:
-            print(s.recv(512).decode().strip(), flush=True)
-        except socket.timeout:
-            print("TIMEOUT", flush=True)
-        time.sleep(0.05)
-answers(int(sys.argv[3]))
-sys.stdin.readline()
-answers(int(sys.argv[4]))
-"#;
-
-#[test]
-fn a_udp_flow_moves_off_a_removed_endpoint() {
-    use std::io::{BufRead, BufReader, Write};
-    if let Some(reason) = packets_unavailable() {
-        return skip("a_udp_flow_moves_off_a_removed_endpoint", &reason);
-    }
-    let t = TwoPods::new(false);
-    t.apply(&POD_ADDRS);
-    let mut client = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.client.name,
-            "timeout",
-            "60",
-            "python3",
-            "-c",
-        ])
-        .args([STEADY_UDP_CLIENT, "192.168.10.100", "80", "5", "10"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
-    let first: Vec<String> = (0..5).map(|_| lines.next().unwrap().unwrap()).collect();
-    // One flow: every datagram went to the same pod.
-    assert!(first.iter().all(|l| *l == first[0]), "{first:?}");
-    let pinned = if first[0].starts_with("pod-a") { 0 } else { 1 };
-    assert!(
-        first[0].starts_with(["pod-a", "pod-b"][pinned]),
-        "{first:?}"
-    );
-    // Remove the endpoint this flow uses (its pod keeps answering): the flow's conntrack entry
-    // goes with it and the next datagram is balanced again — to the only endpoint left.
-    let other = 1 - pinned;
-    let out = t.apply(&[POD_ADDRS[other]]);
-    client.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
-    let then: Vec<String> = (0..10).map(|_| lines.next().unwrap().unwrap()).collect();
-    client.wait().unwrap();
-    assert!(
-        then.iter()
-            .all(|l| l.starts_with(["pod-a", "pod-b"][other])),
-        "after the removal the flow still reached the old endpoint: {then:?}"
-    );
-    assert!(
-        out.contains("conntrack: 1 UDP flows deleted (their endpoints left or stopped serving)"),
-        "{out}"
-    );
-}
-
-/// Sends datagrams from one socket (one conntrack flow): for each number read from stdin,
-/// that many, printing each answer; exits at the end of stdin.
-const PHASED_UDP_CLIENT: &str = r#"
-import socket, sys, time
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.connect((sys.argv[1], int(sys.argv[2])))
-for line in sys.stdin:
-    for _ in range(int(line)):
-        s.send(b"ping")
-        try:
-            print(s.recv(512).decode().split(" ")[0], flush=True)
-        except socket.timeout:
-            print("TIMEOUT", flush=True)
-        time.sleep(0.05)
-"#;
-
-/// UDP flows as kube-proxy keeps them: a flow to an endpoint that starts terminating but still
-/// serves stays with it, though the endpoint left the maps; and a flow that a clean-up never
-/// got to (here: the rules were changed by `nft -f`, which cleans up nothing) is found in the
-/// kernel's conntrack table by the next `apply`, which has nothing to commit.
-#[test]
-fn udp_flows_stay_while_their_endpoint_serves_and_a_left_behind_one_is_swept() {
-    use std::io::{BufRead, BufReader, Write};
-    if let Some(reason) = packets_unavailable() {
-        return skip(
-            "udp_flows_stay_while_their_endpoint_serves_and_a_left_behind_one_is_swept",
-            &reason,
-        );
-    }
-    let t = TwoPods::new(false);
-    t.apply(&POD_ADDRS);
-    let mut client = Process(
-        Command::new("ip")
-            .args(["netns", "exec", &t.client.name, "timeout", "90"])
-            .args(["python3", "-c", PHASED_UDP_CLIENT, "192.168.10.100", "80"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stdin = client.0.stdin.take().unwrap();
-    let mut lines = BufReader::new(client.0.stdout.take().unwrap()).lines();
-    let mut send = |n: usize| -> Vec<String> {
-        writeln!(stdin, "{n}").unwrap();
-        (0..n).map(|_| lines.next().unwrap().unwrap()).collect()
-    };
-    let first = send(4);
-    assert!(first.iter().all(|l| *l == first[0]), "{first:?}");
-    let pinned = ["pod-a", "pod-b"]
-        .iter()
-        .position(|p| first[0] == *p)
-        .unwrap_or_else(|| panic!("{first:?}"));
-    let other = 1 - pinned;
-    // The pinned endpoint starts terminating (still serving): new flows go to the other, this
-    // one stays.
-    let both = two_endpoint_cluster(&POD_ADDRS, false, &[], None);
-    let terminating = both.replace(
-        &format!("{{address: {},", POD_ADDRS[pinned]),
-        &format!(
-            "{{address: {}, ready: false, serving: true, terminating: true,",
-            POD_ADDRS[pinned]
-        ),
-    );
-    assert_ne!(terminating, both);
-    let out = t.apply_yaml(&terminating, &[]);
-    assert!(!out.contains("conntrack:"), "a flow was deleted: {out}");
-    let kept = send(4);
-    assert!(
-        kept.iter().all(|l| *l == first[0]),
-        "a flow to a serving endpoint was cut: {kept:?}"
-    );
-    // It goes, by `nft -f` of nfcompile's script: nobody deletes the flow.
-    let gone = two_endpoint_cluster(&[POD_ADDRS[other]], false, &[], None);
-    let file = t.dir.join("gone.yaml");
-    std::fs::write(&file, &gone).unwrap();
-    let script = t.router.ok(
-        "render",
-        &[
-            env!("CARGO_BIN_EXE_nfcompile"),
-            "render",
-            "-q",
-            "-f",
-            file.to_str().unwrap(),
-        ],
-    );
-    let script_file = t.dir.join("gone.nft");
-    std::fs::write(&script_file, script).unwrap();
-    t.router
-        .ok("nft -f", &["nft", "-f", script_file.to_str().unwrap()]);
-    let left_behind = send(3);
-    assert!(
-        left_behind.iter().all(|l| *l == first[0]),
-        "expected the flow to stay with the removed endpoint until a clean-up: {left_behind:?}"
-    );
-    // The next apply has nothing to commit, and sweeps the flow.
-    let out = t.apply_yaml(&gone, &[]);
-    assert!(out.contains("No changes."), "{out}");
-    assert!(
-        out.contains("conntrack: 1 UDP flows deleted (their endpoints left or stopped serving)"),
-        "{out}"
-    );
-    let then = send(6);
-    assert!(
-        then.iter().all(|l| *l == ["pod-a", "pod-b"][other]),
-        "after the sweep the flow still reached the removed endpoint: {then:?}"
-    );
-    drop(stdin);
-    client.0.wait().unwrap();
-}
-
 /// Opens `count` connections one after the other and prints who answered each, in order.
 const SEQUENCE_CLIENT: &str = r#"
 import socket, sys
@@ -717,7 +343,7 @@ fn round_robin_takes_endpoints_in_turn() {
     if let Some(reason) = packets_unavailable() {
         return skip("round_robin_takes_endpoints_in_turn", &reason);
     }
-    let t = TwoPods::new(false);
+    let t = TwoPods::new(NFCOMPILE, false);
     t.apply_with(&POD_ADDRS, &[], Some("roundRobin"));
     let out = t.client.exec(&[
         "python3",
@@ -762,7 +388,7 @@ fn maglev_keeps_clients_on_their_endpoint_and_moves_few_when_one_goes() {
             &reason,
         );
     }
-    let t = TwoPods::new(false);
+    let t = TwoPods::new(NFCOMPILE, false);
     // A third endpoint, 192.168.20.22, is a second address of pod A.
     t.pods[0].sh("ip addr add 192.168.20.22/24 dev p0");
     let clients: Vec<String> = (30..90).map(|i| format!("192.168.10.{i}")).collect();
@@ -849,7 +475,7 @@ fn per_service_counters_count_real_connections_and_survive_endpoint_changes() {
             &reason,
         );
     }
-    let t = TwoPods::new(false);
+    let t = TwoPods::new(NFCOMPILE, false);
     // The web service with a node port too, so both counter maps are used.
     let cluster = |endpoints: &[&str]| {
         two_endpoint_cluster(endpoints, false, &[], None).replacen(

@@ -5,6 +5,7 @@
 pub mod conformance;
 pub mod kube_proxy;
 pub mod reference;
+pub mod two_pods;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
