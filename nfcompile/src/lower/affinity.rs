@@ -98,3 +98,45 @@ impl FamilyLowering<'_> {
         chains
     }
 }
+
+impl FamilyLowering<'_> {
+    /// The affinity map and the sets of frontends with affinity (when any has it).
+    pub(super) fn affinity_sets(&mut self, sets: &mut Vec<Set>) {
+        let f = self.family;
+        let addr = FieldType::addr(f);
+        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
+        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
+        let endpoint_data = SetData::Fields(vec![addr, FieldType::InetService]);
+        let mut aff = set(
+            names::AFFINITY,
+            vec![addr, addr, FieldType::InetProto, FieldType::InetService],
+            Some(endpoint_data.clone()),
+            Vec::new(),
+            "client . frontend → the endpoint it was sent to",
+        );
+        aff.flags = SetFlags::DYNAMIC | SetFlags::TIMEOUT;
+        // Every update sets its own timeout; a fixed default keeps the declaration (and so
+        // incremental updates) independent of which services have affinity.
+        aff.timeout = Some(crate::validate::MAX_AFFINITY_TIMEOUT as u32);
+        aff.size = Some(AFFINITY_MAP_SIZE);
+        sets.push(aff);
+        if !self.affinity_services.is_empty() {
+            sets.push(set(
+                names::AFFINITY_SERVICES,
+                addr_key_types.clone(),
+                Some(SetData::Verdict),
+                std::mem::take(&mut self.affinity_services),
+                "frontends with session affinity",
+            ));
+        }
+        if !self.affinity_nodeports.is_empty() {
+            sets.push(set(
+                names::AFFINITY_NODEPORTS,
+                port_key_types.clone(),
+                Some(SetData::Verdict),
+                std::mem::take(&mut self.affinity_nodeports),
+                "node ports with session affinity",
+            ));
+        }
+    }
+}

@@ -105,3 +105,55 @@ impl FamilyLowering<'_> {
         ]
     }
 }
+
+impl FamilyLowering<'_> {
+    /// The counter maps (frontend → its port's counters); returns the counter objects.
+    pub(super) fn counter_maps(&mut self, sets: &mut Vec<Set>) -> Vec<String> {
+        let f = self.family;
+        let addr = FieldType::addr(f);
+        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
+        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
+        let node_ports = !matches!(self.node_port_dest, NodePortDest::None);
+        let counted = std::mem::take(&mut self.counted);
+        let (addr_traffic, addr_connections) = counted.addr;
+        let (np_traffic, np_connections) = counted.node_port;
+        let mut maps = vec![
+            (
+                names::SERVICE_TRAFFIC,
+                &addr_key_types,
+                addr_traffic,
+                "frontend → its port's traffic counter",
+            ),
+            (
+                names::SERVICE_CONNECTIONS,
+                &addr_key_types,
+                addr_connections,
+                "frontend → its port's new-connection counter",
+            ),
+        ];
+        if node_ports {
+            maps.push((
+                names::NODEPORT_TRAFFIC,
+                &port_key_types,
+                np_traffic,
+                "node port → its port's traffic counter",
+            ));
+            maps.push((
+                names::NODEPORT_CONNECTIONS,
+                &port_key_types,
+                np_connections,
+                "node port → its port's new-connection counter",
+            ));
+        }
+        for (name, key, elements, comment) in maps {
+            sets.push(set(
+                name,
+                key.clone(),
+                Some(SetData::Counter),
+                elements,
+                comment,
+            ));
+        }
+        std::mem::take(&mut self.counters).into_iter().collect()
+    }
+}

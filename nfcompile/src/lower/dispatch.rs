@@ -162,3 +162,203 @@ impl FamilyLowering<'_> {
         }
     }
 }
+
+impl FamilyLowering<'_> {
+    /// The dispatch chain `services` and the sets it looks in: source ranges, the dispatch
+    /// maps of addresses and node ports, allocated cluster IPs, service CIDRs.
+    pub(super) fn dispatch_chain(&mut self, sets: &mut Vec<Set>) -> Chain {
+        let f = self.family;
+        let addr = FieldType::addr(f);
+        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
+        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
+        let counting = self.cluster.config.counters;
+        let mut services = Vec::new();
+        let dispatch_key = vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport];
+        if !self.firewall_services.is_empty() {
+            let allow_key = vec![Expr::Daddr(f), Expr::Dport, Expr::Saddr(f)];
+            for (proto, allowed) in std::mem::take(&mut self.firewall_allow) {
+                let allow_name = names::firewall_allow(proto);
+                services.push(rule(
+                    vec![
+                        Match::Cmp {
+                            expr: Expr::L4Proto,
+                            value: Value::Proto(proto),
+                            negate: false,
+                        },
+                        Match::Lookup {
+                            key: dispatch_key.clone(),
+                            set: SetRef::Named(names::FIREWALL_SERVICES.into()),
+                            negate: false,
+                        },
+                        Match::Lookup {
+                            key: allow_key.clone(),
+                            set: SetRef::Named(allow_name.clone()),
+                            negate: true,
+                        },
+                    ],
+                    vec![Statement::Verdict(Verdict::Drop)],
+                    Some("source not in loadBalancerSourceRanges"),
+                ));
+                let mut allow = set(
+                    &allow_name,
+                    vec![addr, FieldType::InetService, addr],
+                    None,
+                    allowed,
+                    "allowed sources per load-balancer frontend",
+                );
+                allow.flags = SetFlags::INTERVAL;
+                sets.push(allow);
+            }
+            sets.push(set(
+                names::FIREWALL_SERVICES,
+                addr_key_types.clone(),
+                None,
+                std::mem::take(&mut self.firewall_services),
+                "load-balancer frontends with source ranges",
+            ));
+        }
+        if counting {
+            services.push(rule(
+                vec![],
+                vec![Statement::CounterMap {
+                    key: dispatch_key.clone(),
+                    map: names::SERVICE_CONNECTIONS.into(),
+                }],
+                None,
+            ));
+        }
+        services.push(rule(
+            vec![],
+            vec![Statement::VerdictMap {
+                key: dispatch_key,
+                map: names::SERVICE_IPS.into(),
+            }],
+            None,
+        ));
+        sets.push(set(
+            names::SERVICE_IPS,
+            addr_key_types.clone(),
+            Some(SetData::Verdict),
+            std::mem::take(&mut self.service_ips),
+            "service frontends: cluster, external and load-balancer IPs",
+        ));
+        let np_match = match &self.node_port_dest {
+            NodePortDest::None => None,
+            NodePortDest::Addresses(ips) => {
+                sets.push(set(
+                    names::NODEPORT_IPS,
+                    vec![addr],
+                    None,
+                    ips.iter()
+                        .map(|ip| element(vec![Value::Addr(*ip)], None, None))
+                        .collect(),
+                    "addresses that accept node ports",
+                ));
+                Some(vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::NODEPORT_IPS.into()),
+                    negate: false,
+                }])
+            }
+            NodePortDest::AnyLocal => Some(vec![
+                Match::FibLocal {
+                    side: AddrSide::Destination,
+                    negate: false,
+                },
+                Match::Cmp {
+                    expr: Expr::Daddr(f),
+                    value: Value::Prefix(loopback(f)),
+                    negate: true,
+                },
+            ]),
+        };
+        if let Some(matches) = np_match {
+            if counting {
+                services.push(rule(
+                    matches.clone(),
+                    vec![Statement::CounterMap {
+                        key: vec![Expr::L4Proto, Expr::Dport],
+                        map: names::NODEPORT_CONNECTIONS.into(),
+                    }],
+                    None,
+                ));
+            }
+            services.push(rule(
+                matches,
+                vec![Statement::VerdictMap {
+                    key: vec![Expr::L4Proto, Expr::Dport],
+                    map: names::SERVICE_NODEPORTS.into(),
+                }],
+                None,
+            ));
+            sets.push(set(
+                names::SERVICE_NODEPORTS,
+                port_key_types.clone(),
+                Some(SetData::Verdict),
+                std::mem::take(&mut self.service_nodeports),
+                "node ports",
+            ));
+        }
+        if !self.cluster_ips.is_empty() {
+            services.push(rule(
+                vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::CLUSTER_IPS.into()),
+                    negate: false,
+                }],
+                vec![Statement::Verdict(Verdict::Goto(
+                    names::REJECT_CHAIN.into(),
+                ))],
+                Some("not a port of this cluster IP"),
+            ));
+            sets.push(set(
+                names::CLUSTER_IPS,
+                vec![addr],
+                None,
+                self.cluster_ips
+                    .iter()
+                    .map(|ip| element(vec![Value::Addr(*ip)], None, None))
+                    .collect(),
+                "allocated cluster IPs",
+            ));
+        }
+        let service_cidrs: Vec<IpNetwork> = self
+            .cluster
+            .config
+            .service_cidrs
+            .iter()
+            .filter(|c| Family::of_net(c) == f)
+            .copied()
+            .collect();
+        let service_cidrs = disjoint(service_cidrs);
+        if !service_cidrs.is_empty() {
+            services.push(rule(
+                vec![Match::Lookup {
+                    key: vec![Expr::Daddr(f)],
+                    set: SetRef::Named(names::SERVICE_CIDRS.into()),
+                    negate: false,
+                }],
+                vec![Statement::Verdict(Verdict::Drop)],
+                Some("unallocated cluster IP"),
+            ));
+            let mut cidrs = set(
+                names::SERVICE_CIDRS,
+                vec![addr],
+                None,
+                service_cidrs
+                    .iter()
+                    .map(|c| element(vec![Value::Prefix(*c)], None, None))
+                    .collect(),
+                "service CIDRs",
+            );
+            cidrs.flags = SetFlags::INTERVAL;
+            sets.push(cidrs);
+        }
+        Chain {
+            name: names::SERVICES_CHAIN.into(),
+            base: None,
+            comment: None,
+            rules: services,
+        }
+    }
+}

@@ -66,7 +66,9 @@ mod build;
 mod counting;
 mod dispatch;
 pub mod endpoints;
+mod hooks;
 pub mod maglev;
+mod masquerade;
 mod node;
 mod selection;
 mod shards;
@@ -214,16 +216,9 @@ impl<'a> FamilyLowering<'a> {
         self.finish()
     }
 
-    fn finish(self) -> Table {
-        let f = self.family;
-        let addr = FieldType::addr(f);
-        let mut sets = Vec::new();
-        let mut chains = Vec::new();
-        let (base, jump) = (base_chain, jump_to);
-        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
-        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
-        let endpoint_data = SetData::Fields(vec![addr, FieldType::InetService]);
-        let has_affinity = !self.affinity_timeouts.is_empty();
+    /// Assemble the table: hooks, dispatch, masquerading, affinity, counters, behaviour and
+    /// selection chains, endpoint maps — in this order, which the goldens fix.
+    fn finish(mut self) -> Table {
         let needs_reject = !self.cluster_ips.is_empty()
             || self.service_ips.iter().chain(&self.service_nodeports).any(|e| {
                 matches!(&e.data, Some(ElementData::Verdict(Verdict::Goto(c))) if c == names::REJECT_CHAIN)
@@ -234,375 +229,24 @@ impl<'a> FamilyLowering<'a> {
             .map(|(name, b)| self.behaviour_chain(name, b))
             .collect();
         let selection_chains = self.selection_chains();
-        let affinity_chains = if has_affinity {
-            self.affinity_chains()
-        } else {
-            Vec::new()
-        };
+        let has_affinity = !self.affinity_timeouts.is_empty();
         let counting = self.cluster.config.counters;
         let node_ports = !matches!(self.node_port_dest, NodePortDest::None);
-        let counting_chains = if counting {
-            self.counting_chains(node_ports)
-        } else {
-            Vec::new()
-        };
 
-        // nat hooks
-        chains.push(base(
-            "nat-prerouting",
-            ChainType::Nat,
-            Hook::Prerouting,
-            -100,
-            vec![jump(names::SERVICES_CHAIN)],
-        ));
-        chains.push(base(
-            "nat-output",
-            ChainType::Nat,
-            Hook::Output,
-            -100,
-            vec![jump(names::SERVICES_CHAIN)],
-        ));
-        let mut post = Vec::new();
+        let mut sets = Vec::new();
+        let mut chains = self.hook_chains();
+        chains.push(self.dispatch_chain(&mut sets));
+        chains.push(self.masquerading_chain(&mut sets));
         if has_affinity {
-            post.push(jump(names::AFFINITY_UPDATE_CHAIN));
-            chains.push(base(
-                "nat-input",
-                ChainType::Nat,
-                Hook::Input,
-                100,
-                vec![jump(names::AFFINITY_UPDATE_CHAIN)],
-            ));
+            chains.extend(self.affinity_chains());
+            self.affinity_sets(&mut sets);
         }
-        post.push(jump(names::MASQUERADING_CHAIN));
-        chains.push(base(
-            "nat-postrouting",
-            ChainType::Nat,
-            Hook::Postrouting,
-            100,
-            post,
-        ));
-
-        // services: the dispatch
-        let mut services = Vec::new();
-        let dispatch_key = vec![Expr::Daddr(f), Expr::L4Proto, Expr::Dport];
-        if !self.firewall_services.is_empty() {
-            let allow_key = vec![Expr::Daddr(f), Expr::Dport, Expr::Saddr(f)];
-            for (proto, allowed) in self.firewall_allow {
-                let allow_name = names::firewall_allow(proto);
-                services.push(rule(
-                    vec![
-                        Match::Cmp {
-                            expr: Expr::L4Proto,
-                            value: Value::Proto(proto),
-                            negate: false,
-                        },
-                        Match::Lookup {
-                            key: dispatch_key.clone(),
-                            set: SetRef::Named(names::FIREWALL_SERVICES.into()),
-                            negate: false,
-                        },
-                        Match::Lookup {
-                            key: allow_key.clone(),
-                            set: SetRef::Named(allow_name.clone()),
-                            negate: true,
-                        },
-                    ],
-                    vec![Statement::Verdict(Verdict::Drop)],
-                    Some("source not in loadBalancerSourceRanges"),
-                ));
-                let mut allow = set(
-                    &allow_name,
-                    vec![addr, FieldType::InetService, addr],
-                    None,
-                    allowed,
-                    "allowed sources per load-balancer frontend",
-                );
-                allow.flags = SetFlags::INTERVAL;
-                sets.push(allow);
-            }
-            sets.push(set(
-                names::FIREWALL_SERVICES,
-                addr_key_types.clone(),
-                None,
-                self.firewall_services,
-                "load-balancer frontends with source ranges",
-            ));
-        }
-        if counting {
-            services.push(rule(
-                vec![],
-                vec![Statement::CounterMap {
-                    key: dispatch_key.clone(),
-                    map: names::SERVICE_CONNECTIONS.into(),
-                }],
-                None,
-            ));
-        }
-        services.push(rule(
-            vec![],
-            vec![Statement::VerdictMap {
-                key: dispatch_key,
-                map: names::SERVICE_IPS.into(),
-            }],
-            None,
-        ));
-        sets.push(set(
-            names::SERVICE_IPS,
-            addr_key_types.clone(),
-            Some(SetData::Verdict),
-            self.service_ips,
-            "service frontends: cluster, external and load-balancer IPs",
-        ));
-        let np_match = match &self.node_port_dest {
-            NodePortDest::None => None,
-            NodePortDest::Addresses(ips) => {
-                sets.push(set(
-                    names::NODEPORT_IPS,
-                    vec![addr],
-                    None,
-                    ips.iter()
-                        .map(|ip| element(vec![Value::Addr(*ip)], None, None))
-                        .collect(),
-                    "addresses that accept node ports",
-                ));
-                Some(vec![Match::Lookup {
-                    key: vec![Expr::Daddr(f)],
-                    set: SetRef::Named(names::NODEPORT_IPS.into()),
-                    negate: false,
-                }])
-            }
-            NodePortDest::AnyLocal => Some(vec![
-                Match::FibLocal {
-                    side: AddrSide::Destination,
-                    negate: false,
-                },
-                Match::Cmp {
-                    expr: Expr::Daddr(f),
-                    value: Value::Prefix(loopback(f)),
-                    negate: true,
-                },
-            ]),
-        };
-        if let Some(matches) = np_match {
-            if counting {
-                services.push(rule(
-                    matches.clone(),
-                    vec![Statement::CounterMap {
-                        key: vec![Expr::L4Proto, Expr::Dport],
-                        map: names::NODEPORT_CONNECTIONS.into(),
-                    }],
-                    None,
-                ));
-            }
-            services.push(rule(
-                matches,
-                vec![Statement::VerdictMap {
-                    key: vec![Expr::L4Proto, Expr::Dport],
-                    map: names::SERVICE_NODEPORTS.into(),
-                }],
-                None,
-            ));
-            sets.push(set(
-                names::SERVICE_NODEPORTS,
-                port_key_types.clone(),
-                Some(SetData::Verdict),
-                self.service_nodeports,
-                "node ports",
-            ));
-        }
-        if !self.cluster_ips.is_empty() {
-            services.push(rule(
-                vec![Match::Lookup {
-                    key: vec![Expr::Daddr(f)],
-                    set: SetRef::Named(names::CLUSTER_IPS.into()),
-                    negate: false,
-                }],
-                vec![Statement::Verdict(Verdict::Goto(
-                    names::REJECT_CHAIN.into(),
-                ))],
-                Some("not a port of this cluster IP"),
-            ));
-            sets.push(set(
-                names::CLUSTER_IPS,
-                vec![addr],
-                None,
-                self.cluster_ips
-                    .iter()
-                    .map(|ip| element(vec![Value::Addr(*ip)], None, None))
-                    .collect(),
-                "allocated cluster IPs",
-            ));
-        }
-        let service_cidrs: Vec<IpNetwork> = self
-            .cluster
-            .config
-            .service_cidrs
-            .iter()
-            .filter(|c| Family::of_net(c) == f)
-            .copied()
-            .collect();
-        let service_cidrs = disjoint(service_cidrs);
-        if !service_cidrs.is_empty() {
-            services.push(rule(
-                vec![Match::Lookup {
-                    key: vec![Expr::Daddr(f)],
-                    set: SetRef::Named(names::SERVICE_CIDRS.into()),
-                    negate: false,
-                }],
-                vec![Statement::Verdict(Verdict::Drop)],
-                Some("unallocated cluster IP"),
-            ));
-            let mut cidrs = set(
-                names::SERVICE_CIDRS,
-                vec![addr],
-                None,
-                service_cidrs
-                    .iter()
-                    .map(|c| element(vec![Value::Prefix(*c)], None, None))
-                    .collect(),
-                "service CIDRs",
-            );
-            cidrs.flags = SetFlags::INTERVAL;
-            sets.push(cidrs);
-        }
-        chains.push(Chain {
-            name: names::SERVICES_CHAIN.into(),
-            base: None,
-            comment: None,
-            rules: services,
-        });
-
-        // masquerading
-        let mut masq = Vec::new();
-        if !self.hairpin.is_empty() {
-            masq.push(rule(
-                vec![
-                    Match::CtStatusDnat,
-                    Match::Lookup {
-                        key: vec![Expr::Saddr(f), Expr::Daddr(f)],
-                        set: SetRef::Named(names::HAIRPIN.into()),
-                        negate: false,
-                    },
-                ],
-                vec![Statement::MarkOr(self.mark)],
-                Some("hairpin: a pod reaching itself through a service"),
-            ));
-            sets.push(set(
-                names::HAIRPIN,
-                vec![addr, addr],
-                None,
-                self.hairpin
-                    .iter()
-                    .map(|ip| element(vec![Value::Addr(*ip), Value::Addr(*ip)], None, None))
-                    .collect(),
-                "local endpoints, as source . destination",
-            ));
-        }
-        masq.push(rule(
-            vec![Match::MarkBitClear {
-                mask: self.mark,
-                negate: false,
-            }],
-            vec![Statement::Verdict(Verdict::Return)],
-            None,
-        ));
-        masq.push(rule(vec![], vec![Statement::MarkXor(self.mark)], None));
-        masq.push(rule(
-            vec![],
-            vec![Statement::Masquerade { fully_random: true }],
-            None,
-        ));
-        chains.push(Chain {
-            name: names::MASQUERADING_CHAIN.into(),
-            base: None,
-            comment: None,
-            rules: masq,
-        });
-
-        // session affinity
-        if has_affinity {
-            chains.extend(affinity_chains);
-            let mut aff = set(
-                names::AFFINITY,
-                vec![addr, addr, FieldType::InetProto, FieldType::InetService],
-                Some(endpoint_data.clone()),
-                Vec::new(),
-                "client . frontend → the endpoint it was sent to",
-            );
-            aff.flags = SetFlags::DYNAMIC | SetFlags::TIMEOUT;
-            // Every update sets its own timeout; a fixed default keeps the declaration (and so
-            // incremental updates) independent of which services have affinity.
-            aff.timeout = Some(crate::validate::MAX_AFFINITY_TIMEOUT as u32);
-            aff.size = Some(AFFINITY_MAP_SIZE);
-            sets.push(aff);
-            if !self.affinity_services.is_empty() {
-                sets.push(set(
-                    names::AFFINITY_SERVICES,
-                    addr_key_types.clone(),
-                    Some(SetData::Verdict),
-                    self.affinity_services,
-                    "frontends with session affinity",
-                ));
-            }
-            if !self.affinity_nodeports.is_empty() {
-                sets.push(set(
-                    names::AFFINITY_NODEPORTS,
-                    port_key_types.clone(),
-                    Some(SetData::Verdict),
-                    self.affinity_nodeports,
-                    "node ports with session affinity",
-                ));
-            }
-        }
-
-        // per-service-port counters
         let counter_names = if counting {
-            chains.extend(counting_chains);
-            let (addr_traffic, addr_connections) = self.counted.addr;
-            let (np_traffic, np_connections) = self.counted.node_port;
-            let mut maps = vec![
-                (
-                    names::SERVICE_TRAFFIC,
-                    &addr_key_types,
-                    addr_traffic,
-                    "frontend → its port's traffic counter",
-                ),
-                (
-                    names::SERVICE_CONNECTIONS,
-                    &addr_key_types,
-                    addr_connections,
-                    "frontend → its port's new-connection counter",
-                ),
-            ];
-            if node_ports {
-                maps.push((
-                    names::NODEPORT_TRAFFIC,
-                    &port_key_types,
-                    np_traffic,
-                    "node port → its port's traffic counter",
-                ));
-                maps.push((
-                    names::NODEPORT_CONNECTIONS,
-                    &port_key_types,
-                    np_connections,
-                    "node port → its port's new-connection counter",
-                ));
-            }
-            for (name, key, elements, comment) in maps {
-                sets.push(set(
-                    name,
-                    key.clone(),
-                    Some(SetData::Counter),
-                    elements,
-                    comment,
-                ));
-            }
-            self.counters.into_iter().collect()
+            chains.extend(self.counting_chains(node_ports));
+            self.counter_maps(&mut sets)
         } else {
             Vec::new()
         };
-
-        // behaviour and selection chains
         chains.extend(behaviour_chains);
         chains.extend(selection_chains);
         if needs_reject {
@@ -613,48 +257,10 @@ impl<'a> FamilyLowering<'a> {
                 rules: vec![rule(vec![], vec![Statement::Reject], None)],
             });
         }
-
-        let mut ep_key = addr_key_types;
-        ep_key.push(FieldType::Slot);
-        let count = self.endpoints.len() as u8;
-        for (index, elements) in self.endpoints.into_iter().enumerate() {
-            sets.push(set(
-                &endpoint_map_name(
-                    Keyed::Addr,
-                    Shard {
-                        index: index as u8,
-                        count,
-                    },
-                ),
-                ep_key.clone(),
-                Some(endpoint_data.clone()),
-                elements,
-                "frontend . slot → endpoint",
-            ));
-        }
-        if !matches!(self.node_port_dest, NodePortDest::None) {
-            let mut np_key = port_key_types;
-            np_key.push(FieldType::Slot);
-            let count = self.nodeport_endpoints.len() as u8;
-            for (index, elements) in self.nodeport_endpoints.into_iter().enumerate() {
-                sets.push(set(
-                    &endpoint_map_name(
-                        Keyed::NodePort,
-                        Shard {
-                            index: index as u8,
-                            count,
-                        },
-                    ),
-                    np_key.clone(),
-                    Some(endpoint_data.clone()),
-                    elements,
-                    "node port . slot → endpoint",
-                ));
-            }
-        }
+        self.endpoint_maps(&mut sets);
 
         Table {
-            family: f,
+            family: self.family,
             name: TABLE.to_string(),
             comment: Some(format!(
                 "service rules for node {}, generated by nfcompile; do not edit",

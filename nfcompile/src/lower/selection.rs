@@ -120,3 +120,55 @@ pub(super) fn list(targets: &[Target], local: bool, svc: &Service) -> List {
 pub(super) fn non_empty(targets: &[Target], local: bool, svc: &Service) -> Option<List> {
     (!targets.is_empty()).then(|| list(targets, local, svc))
 }
+
+impl FamilyLowering<'_> {
+    /// The endpoint maps, shard by shard: frontend . slot → endpoint.
+    pub(super) fn endpoint_maps(&mut self, sets: &mut Vec<Set>) {
+        let f = self.family;
+        let addr = FieldType::addr(f);
+        let addr_key_types = vec![addr, FieldType::InetProto, FieldType::InetService];
+        let port_key_types = vec![FieldType::InetProto, FieldType::InetService];
+        let endpoint_data = SetData::Fields(vec![addr, FieldType::InetService]);
+        let mut ep_key = addr_key_types;
+        ep_key.push(FieldType::Slot);
+        let count = self.endpoints.len() as u8;
+        for (index, elements) in std::mem::take(&mut self.endpoints).into_iter().enumerate() {
+            sets.push(set(
+                &endpoint_map_name(
+                    Keyed::Addr,
+                    Shard {
+                        index: index as u8,
+                        count,
+                    },
+                ),
+                ep_key.clone(),
+                Some(endpoint_data.clone()),
+                elements,
+                "frontend . slot → endpoint",
+            ));
+        }
+        if !matches!(self.node_port_dest, NodePortDest::None) {
+            let mut np_key = port_key_types;
+            np_key.push(FieldType::Slot);
+            let count = self.nodeport_endpoints.len() as u8;
+            for (index, elements) in std::mem::take(&mut self.nodeport_endpoints)
+                .into_iter()
+                .enumerate()
+            {
+                sets.push(set(
+                    &endpoint_map_name(
+                        Keyed::NodePort,
+                        Shard {
+                            index: index as u8,
+                            count,
+                        },
+                    ),
+                    np_key.clone(),
+                    Some(endpoint_data.clone()),
+                    elements,
+                    "node port . slot → endpoint",
+                ));
+            }
+        }
+    }
+}
