@@ -3,6 +3,8 @@
 //! against upstream's `output` and `masq`. The tracer runs every flow
 //! (nfcompile/tests/kube_proxy.rs); real packets run a subset (nfcompile-cli/tests/kube_proxy.rs).
 
+pub mod network;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
