@@ -59,10 +59,10 @@
 #   scripts/test.sh) runs in full:
 #     host   every suite, every test
 #     6.1, 6.12   the suites and --skip lists of VM_SUITES below
-#   Budget, measured (CI=true bash .ci/run in a fresh clone, 2026-12-02): the two VMs side by
-#   side 18 minutes (1,090 s and 1,094 s, 39 tests each), the host's scripts/test.sh 4 minutes,
-#   23 minutes in all; a machine without qemu, virtme-ng and the kernel packages adds ~3 minutes.
-#   CI's limit is 90.
+#   Budget, measured (bash .ci/run in a fresh clone, 2026-12-02, twice): the two VMs side by
+#   side 15-18 minutes (860-1,094 s each, 39 tests each), the host's scripts/test.sh 4 minutes,
+#   20-23 minutes in all; a machine without qemu, virtme-ng and the kernel packages adds ~3
+#   minutes. CI's limit is 90.
 
 # Environment knobs
 #   NFCOMPILE_KERNEL_CACHE   where kernels and the virtme-ng venv live (/var/lib/nfcompile-kernels)
