@@ -42,6 +42,27 @@ impl FrontendComment {
         })
     }
 
+    /// The comment of a frontend of port `port` (empty: unnamed) of service `namespace/name`,
+    /// written without building a [`FrontendComment`] (the lowering writes one per frontend).
+    pub fn format(namespace: &str, name: &str, port: &str, role: Role) -> String {
+        let suffix = match role {
+            Role::ClusterIp => "",
+            Role::External => " external",
+            Role::NodePort => " nodeport",
+        };
+        let mut out =
+            String::with_capacity(namespace.len() + name.len() + port.len() + suffix.len() + 2);
+        out.push_str(namespace);
+        out.push('/');
+        out.push_str(name);
+        if !port.is_empty() {
+            out.push(':');
+            out.push_str(port);
+        }
+        out.push_str(suffix);
+        out
+    }
+
     /// `namespace/name`.
     pub fn service(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
@@ -50,15 +71,12 @@ impl FrontendComment {
 
 impl fmt::Display for FrontendComment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)?;
-        if !self.port.is_empty() {
-            write!(f, ":{}", self.port)?;
-        }
-        f.write_str(match self.role {
-            Role::ClusterIp => "",
-            Role::External => " external",
-            Role::NodePort => " nodeport",
-        })
+        f.write_str(&FrontendComment::format(
+            &self.namespace,
+            &self.name,
+            &self.port,
+            self.role,
+        ))
     }
 }
 

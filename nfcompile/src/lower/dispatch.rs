@@ -30,15 +30,8 @@ impl FamilyLowering<'_> {
             let proto = port.protocol;
             let service_port = port.port as u16;
             let targets = endpoints::choose(svc, port, family, &self.cluster.node);
-            let comment_as = |role: Role| {
-                FrontendComment {
-                    namespace: svc.namespace.clone(),
-                    name: svc.name.clone(),
-                    port: port.name.clone(),
-                    role,
-                }
-                .to_string()
-            };
+            let comment_as =
+                |role: Role| FrontendComment::format(&svc.namespace, &svc.name, &port.name, role);
             let comment = comment_as(Role::ClusterIp);
             self.protocols.insert(proto);
             self.hairpin.extend(
