@@ -103,7 +103,7 @@ pub fn decode_rule(
             let mut w = first;
             while let (true, Some(Held::Expr(e))) = (w < end, regs.get(&w)) {
                 out.push(*e);
-                w += crate::bytecode::expr_len(e).div_ceil(4);
+                w += e.byte_len().div_ceil(4);
             }
             if out.is_empty() {
                 return err(format!("nothing loaded at register word {first}"));
@@ -119,7 +119,7 @@ pub fn decode_rule(
                 dreg,
             } => {
                 let (expr, loaded) = payload_expr(*base, *offset, *len, family)?;
-                let full = crate::bytecode::expr_len(&expr);
+                let full = expr.byte_len();
                 let held = if loaded < full {
                     Held::PartialAddr { expr, len: loaded }
                 } else {

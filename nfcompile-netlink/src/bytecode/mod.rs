@@ -166,11 +166,6 @@ pub fn reg(word: u32) -> u32 {
     }
 }
 
-/// Bytes an expression's value occupies (before 4-byte padding in concatenations).
-pub fn expr_len(e: &Expr) -> u32 {
-    e.byte_len()
-}
-
 pub fn addr_len(f: Family) -> u32 {
     match f {
         Family::Ipv4 => 4,
@@ -299,7 +294,7 @@ fn load_concat(out: &mut Vec<Insn>, key: &[Expr], first: u32, interval: bool) ->
                 size: 2,
             });
         }
-        word += words(expr_len(e));
+        word += words(e.byte_len());
     }
     debug_assert!(
         word <= REGISTER_WORDS,
@@ -581,7 +576,7 @@ fn encode_statement(out: &mut Vec<Insn>, s: &Statement, family: Family) {
             // The data starts on the next 16-byte register, as nft puts it, unless that would
             // run past the last register: an IPv6 key (40 bytes) and its endpoint (20 bytes)
             // fill 15 of the 16 32-bit registers only when packed.
-            let data_words: u32 = data.iter().map(|e| words(expr_len(e))).sum();
+            let data_words: u32 = data.iter().map(|e| words(e.byte_len())).sum();
             let aligned = key_words.div_ceil(4) * 4;
             let data_first = if aligned + data_words <= REGISTER_WORDS {
                 aligned

@@ -99,14 +99,8 @@ impl UdpServing {
                     .iter()
                     .filter(|ep| ep.ready || ep.serving)
                     .filter_map(|ep| {
-                        let to = ep
-                            .ports
-                            .iter()
-                            .find(|p| p.name == port.name && p.protocol == port.protocol)?;
-                        Some(vec![
-                            Value::Addr(ep.address),
-                            Value::Port(u16::try_from(to.port).ok()?),
-                        ])
+                        let to = crate::lower::endpoints::target_port(ep, port)?;
+                        Some(vec![Value::Addr(ep.address), Value::Port(to)])
                     })
                     .collect();
                 let addresses = svc

@@ -32,6 +32,15 @@ struct Candidate<'a> {
     target: Target,
 }
 
+/// The port `ep` serves `port` on: its port of the same name and protocol, if it has one.
+pub fn target_port(ep: &Endpoint, port: &ServicePort) -> Option<u16> {
+    let to = ep
+        .ports
+        .iter()
+        .find(|p| p.name == port.name && p.protocol == port.protocol)?;
+    u16::try_from(to.port).ok()
+}
+
 /// Choose the endpoints of `port` in `family` for traffic handled on `node`.
 pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) -> Targets {
     let mut candidates: Vec<Candidate> = svc
@@ -39,14 +48,9 @@ pub fn choose(svc: &Service, port: &ServicePort, family: Family, node: &Node) ->
         .iter()
         .filter(|ep| Family::of(&ep.address) == family)
         .filter_map(|ep| {
-            let target_port = ep
-                .ports
-                .iter()
-                .find(|p| p.name == port.name && p.protocol == port.protocol)?
-                .port;
             let target = Target {
                 addr: ep.address,
-                port: u16::try_from(target_port).ok()?,
+                port: target_port(ep, port)?,
                 local: ep.node_name.as_deref() == Some(node.name.as_str()),
                 weight: ep.weight,
             };
